@@ -1,0 +1,395 @@
+"""Policy evaluation on vectorized gymnasium environments.
+
+`evaluate` runs exactly `num_episodes` episodes over `num_envs` environments with one batched policy call per step
+and returns the mean success, return, normalized score and episode length.
+
+Episode seeds. Episode i of an evaluation with seed `seed` resets its environment with
+`EVAL_SEED_OFFSET + seed * MAX_EVAL_EPISODES + i` (see `episode_seeds`): distinct for every (seed, i) pair, far from
+the small seeds training and data generation use, and independent of how episodes are spread over environments.
+A policy that is deterministic given the observation therefore gets the same result for any `num_envs`. A stochastic
+policy draws its noise for a whole batch at once, so its result also depends on `num_envs`; it is still
+deterministic: `evaluate` runs inside a forked torch RNG seeded from `seed` (the caller's RNG state is left as it
+was, so evaluating does not change the course of training).
+
+Observations. Dict/Tuple observation spaces (e.g. Minari's AntMaze) are flattened with gymnasium's
+`FlattenObservation` inside `evaluate`, so the policy always sees a flat float32 vector; `flatten_observations`
+flattens a batch of stored observations (e.g. a dataset) in the same order.
+
+Video. With `video_path`, a separate environment made with `make_env(render_mode="rgb_array")` replays episode 0's
+seed after the evaluation, so the vector environments never render and the results do not depend on the video.
+Rendering MuJoCo without a display needs `MUJOCO_GL=egl` (or `osmesa`) in the environment before mujoco is first
+imported; when rendering fails, `evaluate` warns once and returns its results without a video.
+
+Threads. On CPU the policy runs with one torch thread during evaluation (restored afterwards): batches are tiny,
+and idle OpenMP workers spinning between policy calls take the cores the simulators need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import numpy as np
+import torch
+
+from offrl.scores import normalized_score
+
+EVAL_SEED_OFFSET = 1_000_000_000
+"""Added to every evaluation seed, so evaluation episodes never reuse a training or data-generation seed."""
+
+MAX_EVAL_EPISODES = 100_000
+"""Episodes per evaluation seed: the seed blocks of consecutive `seed` values do not overlap."""
+
+# Under "fork" the worker processes inherit the parent's gymnasium registry (e.g. the ids `import ogbench` adds);
+# under "spawn"/"forkserver" a fresh interpreter would not know those ids.
+_ASYNC_START_METHOD = "fork" if sys.platform.startswith("linux") else None
+
+
+def episode_seeds(seed: int, num_episodes: int) -> list[int]:
+    """The reset seeds of an evaluation's episodes: episode i gets `EVAL_SEED_OFFSET + seed * MAX_EVAL_EPISODES + i`.
+
+    Args:
+        seed: the evaluation seed (usually the training run's seed).
+        num_episodes: how many episodes, at most `MAX_EVAL_EPISODES`.
+
+    Returns:
+        `num_episodes` distinct non-negative ints.
+    """
+    if not 0 < num_episodes <= MAX_EVAL_EPISODES:
+        raise ValueError(f"num_episodes must be in [1, {MAX_EVAL_EPISODES}], got {num_episodes}")
+    base = EVAL_SEED_OFFSET + seed * MAX_EVAL_EPISODES
+    if base < 0:
+        raise ValueError(f"seed {seed} is too negative: episode seeds must be non-negative")
+    return [base + i for i in range(num_episodes)]
+
+
+def flatten_observation_env(env: gymnasium.Env) -> gymnasium.Env:
+    """Wrap `env` so its observations are flat vectors, or return it unchanged if they already are.
+
+    A 1-D Box stays as it is; any other space (Dict, Tuple, an n-D Box) goes through
+    `gymnasium.wrappers.FlattenObservation`, i.e. `gymnasium.spaces.flatten` order (Dict entries in the order of
+    `space.spaces`). `evaluate` applies this to every environment it makes.
+    """
+    space = env.observation_space
+    if isinstance(space, gymnasium.spaces.Box) and len(space.shape) == 1:
+        return env
+    return gymnasium.wrappers.FlattenObservation(env)
+
+
+def flatten_observations(space: gymnasium.spaces.Space, observations: Any) -> np.ndarray:
+    """Flatten a batch of observations row by row, exactly as `gymnasium.spaces.flatten` flattens one.
+
+    Args:
+        space: the single-observation space (Box, Discrete, Dict or Tuple of those, nested).
+        observations: a batch matching `space`: an array (N, *shape) for a Box, ints (N,) for a Discrete,
+            a mapping / sequence of such batches for a Dict / Tuple (as Minari stores Dict observations).
+
+    Returns:
+        (N, flatdim(space)) array; rows equal `gymnasium.spaces.flatten(space, observation)`.
+    """
+    if isinstance(space, gymnasium.spaces.Box):
+        observations = np.asarray(observations, dtype=space.dtype)
+        return observations.reshape(observations.shape[0], -1)
+    if isinstance(space, gymnasium.spaces.Discrete):
+        indices = np.asarray(observations) - space.start
+        one_hot = np.zeros((indices.shape[0], space.n), dtype=space.dtype)
+        one_hot[np.arange(indices.shape[0]), indices] = 1
+        return one_hot
+    if isinstance(space, gymnasium.spaces.Dict):
+        assert isinstance(observations, Mapping), f"a Dict space needs a mapping of batches, got {type(observations)}"
+        parts = [flatten_observations(subspace, observations[key]) for key, subspace in space.spaces.items()]
+        return np.concatenate(parts, axis=1)
+    if isinstance(space, gymnasium.spaces.Tuple):
+        assert isinstance(observations, Sequence), (
+            f"a Tuple space needs a sequence of batches, got {type(observations)}"
+        )
+        parts = [
+            flatten_observations(subspace, batch) for subspace, batch in zip(space.spaces, observations, strict=True)
+        ]
+        return np.concatenate(parts, axis=1)
+    raise NotImplementedError(f"cannot flatten a batch of {type(space).__name__} observations")
+
+
+def _make_flat_env(make_env: Callable[..., gymnasium.Env], **kwargs: Any) -> gymnasium.Env:
+    """`flatten_observation_env(make_env(**kwargs))`; a module-level function so that a partial of it pickles."""
+    return flatten_observation_env(make_env(**kwargs))
+
+
+@contextlib.contextmanager
+def _single_threaded_cpu(device: torch.device) -> Iterator[None]:
+    """On CPU, run the block with one torch thread.
+
+    Evaluation batches are tiny, and between two policy calls idle OpenMP workers spin on the cores the simulators
+    need: on 2 cores a 4 x 512 MLP policy made evaluation 8x slower with 2 threads than with 1.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    num_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(num_threads)
+
+
+@contextlib.contextmanager
+def _seeded_torch_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Run the block with the CPU (and `device`'s CUDA) torch RNG seeded with `seed`, then restore the old state."""
+    cuda_devices = []
+    if device.type == "cuda":
+        cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.random.default_generator.manual_seed(seed)
+        for index in cuda_devices:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+def _policy_actions(
+    policy: Callable[[torch.Tensor], torch.Tensor],
+    observations: np.ndarray,
+    action_space: gymnasium.spaces.Space,
+    device: torch.device,
+) -> np.ndarray:
+    """One batched policy call: observations (B, obs_dim) -> actions (B, *action_shape) as a checked numpy array."""
+    obs = torch.as_tensor(observations, dtype=torch.float32).to(device)
+    with torch.inference_mode():
+        actions = policy(obs)
+    if not isinstance(actions, torch.Tensor):
+        raise TypeError(f"policy must return a torch.Tensor, got {type(actions).__name__}")
+    expected = (obs.shape[0], *action_space.shape)
+    if tuple(actions.shape) != expected:
+        raise ValueError(
+            f"policy returned actions of shape {tuple(actions.shape)}, expected {expected} "
+            f"(batch of {obs.shape[0]} observations x action shape {action_space.shape})"
+        )
+    actions = actions.detach().cpu().numpy()
+    finite = np.isfinite(actions).reshape(actions.shape[0], -1).all(axis=1)
+    if not finite.all():
+        raise ValueError(
+            f"policy returned non-finite actions (NaN or inf) for batch rows {np.flatnonzero(~finite).tolist()}"
+        )
+    return actions.astype(action_space.dtype, copy=False)
+
+
+def run_episodes(
+    policy: Callable[[torch.Tensor], torch.Tensor],
+    envs: gymnasium.vector.VectorEnv,
+    seeds: Sequence[int],
+    device: str | torch.device = "cpu",
+) -> dict[str, np.ndarray | float]:
+    """Run episode i with reset seed `seeds[i]` for every i, handing out episodes to environments as they finish.
+
+    The loop behind `evaluate`, for callers who want per-episode results. Environment j starts episode j; whenever
+    an environment finishes, it takes the next episode not yet started. Finished environments are reset here
+    (`reset_mask`), with the next episode's seed, or with no seed once no episode is left: those keep being stepped,
+    so that the policy batch keeps its shape, and their results are ignored.
+
+    Args:
+        policy: observations (B, obs_dim) float32 on `device` -> actions (B, *action_shape); B = envs.num_envs.
+        envs: a vector env with `autoreset_mode=gymnasium.vector.AutoresetMode.DISABLED` and flat observations,
+            at most `len(seeds)` environments.
+        seeds: one reset seed per episode, E = len(seeds).
+        device: where the observations are put for the policy.
+
+    Returns:
+        per-episode arrays "return" (E,) undiscounted, "length" (E,), "success" (E,) (`info["success"]` at the
+        episode's last step, NaN where the env reported none), and "seconds", the wall time of the whole loop.
+    """
+    num_episodes, num_envs = len(seeds), envs.num_envs
+    if num_envs > num_episodes:
+        raise ValueError(f"more environments ({num_envs}) than episodes ({num_episodes})")
+    if envs.metadata.get("autoreset_mode") != gymnasium.vector.AutoresetMode.DISABLED:
+        raise ValueError(
+            f"envs must be built with autoreset_mode=AutoresetMode.DISABLED, got {envs.metadata.get('autoreset_mode')}"
+        )
+    device = torch.device(device)
+    episode_returns = np.zeros(num_episodes)
+    episode_lengths = np.zeros(num_episodes, dtype=np.int64)
+    episode_success = np.full(num_episodes, np.nan)
+    env_episode = np.arange(num_envs)  # the episode each environment runs; -1 once it has none left
+    next_episode = num_envs
+    running_return = np.zeros(num_envs)
+    running_length = np.zeros(num_envs, dtype=np.int64)
+
+    start = time.perf_counter()
+    observations, _ = envs.reset(seed=[int(s) for s in seeds[:num_envs]])
+    while True:
+        actions = _policy_actions(policy, observations, envs.single_action_space, device)
+        observations, rewards, terminations, truncations, infos = envs.step(actions)
+        running_return += rewards
+        running_length += 1
+        done = terminations | truncations
+        for env_index in np.flatnonzero(done & (env_episode >= 0)):
+            episode = env_episode[env_index]
+            episode_returns[episode] = running_return[env_index]
+            episode_lengths[episode] = running_length[env_index]
+            if "success" in infos and infos["_success"][env_index]:
+                episode_success[episode] = float(infos["success"][env_index])
+            env_episode[env_index] = next_episode if next_episode < num_episodes else -1
+            next_episode += 1
+        if (env_episode < 0).all():
+            break
+        if done.any():
+            reset_seeds = [int(seeds[e]) if d and e >= 0 else None for d, e in zip(done, env_episode, strict=True)]
+            observations, _ = envs.reset(seed=reset_seeds, options={"reset_mask": done})
+            running_return[done] = 0.0
+            running_length[done] = 0
+    return {
+        "return": episode_returns,
+        "length": episode_lengths,
+        "success": episode_success,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _ffmpeg_available() -> bool:
+    """Whether imageio can write mp4 (it needs the `imageio-ffmpeg` package, e.g. `pip install imageio[ffmpeg]`)."""
+    return importlib.util.find_spec("imageio_ffmpeg") is not None
+
+
+def _write_video(frames: list[np.ndarray], path: Path, fps: float) -> Path:
+    """Write RGB frames (H, W, 3) uint8 to `path`; an mp4 path becomes a gif when no ffmpeg writer is installed."""
+    import imageio.v3 as iio
+
+    if path.suffix.lower() != ".gif" and not _ffmpeg_available():
+        warnings.warn(
+            f"no ffmpeg writer for {path.name} (pip install imageio[ffmpeg]); writing a gif instead", stacklevel=4
+        )
+        path = path.with_suffix(".gif")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    video = np.stack(frames)
+    if path.suffix.lower() == ".gif":
+        iio.imwrite(path, video, duration=1000.0 / fps, loop=0)
+    else:
+        iio.imwrite(path, video, plugin="FFMPEG", fps=fps)
+    return path
+
+
+def _record_video(
+    policy: Callable[[torch.Tensor], torch.Tensor],
+    make_env: Callable[..., gymnasium.Env],
+    episode_seed: int,
+    batch_size: int,
+    device: torch.device,
+    video_path: Path,
+) -> Path | None:
+    """Replay the first evaluation episode's seed in one rendering environment and write it to `video_path`.
+
+    The observation is repeated `batch_size` times so the policy sees the batch shape it saw during the evaluation
+    (a compiled policy does not recompile); row 0's action is used. Any failure (no GL backend, a `make_env` that
+    takes no `render_mode`, no writer) is turned into one warning and None.
+    """
+    env = None
+    try:
+        env = _make_flat_env(make_env, render_mode="rgb_array")
+        observation, _ = env.reset(seed=episode_seed)
+        frames = [env.render()]
+        if frames[0] is None:
+            raise RuntimeError("env.render() returned None: make_env ignored render_mode='rgb_array'")
+        done = False
+        while not done:
+            batch = np.repeat(np.asarray(observation)[None], batch_size, axis=0)
+            action = _policy_actions(policy, batch, env.action_space, device)[0]
+            observation, _, terminated, truncated, _ = env.step(action)
+            frames.append(env.render())
+            done = terminated or truncated
+        fps = env.metadata.get("render_fps") or 30
+        return _write_video(frames, video_path, fps)
+    except Exception as error:  # a video must never cost the evaluation
+        warnings.warn(
+            f"evaluation video skipped ({type(error).__name__}: {error}). Rendering MuJoCo without a display needs "
+            "MUJOCO_GL=egl (or osmesa) set before mujoco is imported, and make_env must accept render_mode.",
+            stacklevel=3,
+        )
+        return None
+    finally:
+        if env is not None:
+            env.close()
+
+
+def evaluate(
+    policy: Callable[[torch.Tensor], torch.Tensor],
+    make_env: Callable[[], gymnasium.Env],
+    num_episodes: int,
+    num_envs: int = 8,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    ref_scores: tuple[float, float] | None = None,
+    video_path: str | os.PathLike | None = None,
+    asynchronous: bool = False,
+) -> dict[str, float | None]:
+    """Run `num_episodes` episodes of `policy` on vectorized copies of `make_env()` and average their results.
+
+    Each step makes one batched call `policy(obs)` under `torch.inference_mode()`, obs a float32 tensor
+    (B, obs_dim) on `device` holding every environment's observation (flattened if the space is not a 1-D Box),
+    B = min(num_envs, num_episodes); it must return actions (B, *action_shape), which are passed to the
+    environments unclipped. Episode i is reset with seed `episode_seeds(seed, num_episodes)[i]`, whichever
+    environment runs it, and is counted once, when it terminates or is truncated. Environments with no episode left
+    keep stepping (so B stays constant) and are ignored.
+
+    Args:
+        policy: maps observations (B, obs_dim) to actions (B, *action_shape).
+        make_env: builds one environment, e.g. `functools.partial(gymnasium.make, "cube-single-singletask-task1-v0")`.
+            With `asynchronous`, it runs in forked worker processes (Linux) or is pickled (elsewhere). For a video,
+            `make_env(render_mode="rgb_array")` must work too.
+        num_episodes: how many episodes to run and average over.
+        num_envs: how many environments run side by side.
+        seed: the evaluation seed; episode seeds and the policy's torch RNG derive from it (module docstring).
+        device: where the observations are put for the policy.
+        ref_scores: (random, expert) reference returns for the D4RL normalized score (`offrl.scores`), or None.
+        video_path: if set, an extra rendering environment replays episode 0's seed with the policy after the
+            evaluation and the frames go to this path (mp4 with imageio-ffmpeg installed, else a gif at the same
+            path with the suffix .gif). The replay does not enter the results; with a stochastic policy it is a fresh
+            sample from the same initial state. Any rendering failure is a warning, never an error.
+        asynchronous: run the environments in worker processes (`gymnasium.vector.AsyncVectorEnv`) instead of in
+            this process (`SyncVectorEnv`).
+
+    Returns:
+        "success": mean of `info["success"]` at the episodes' last step, over the episodes whose env reported one
+        (None if none did; OGBench and gymnasium-robotics mazes report it, MuJoCo locomotion does not),
+        "return": mean undiscounted return, "normalized_score": `normalized_score(mean return, *ref_scores)` or
+        None, "episode_length": mean length, "num_episodes", and "env_steps_per_second": counted episode steps
+        per second of wall time, policy and resets included.
+    """
+    if num_episodes <= 0:
+        raise ValueError(f"num_episodes must be positive, got {num_episodes}")
+    if num_envs <= 0:
+        raise ValueError(f"num_envs must be positive, got {num_envs}")
+    device = torch.device(device)
+    seeds = episode_seeds(seed, num_episodes)
+    env_fns = [functools.partial(_make_flat_env, make_env)] * min(num_envs, num_episodes)
+    disabled = gymnasium.vector.AutoresetMode.DISABLED
+    with _seeded_torch_rng(seeds[0], device), _single_threaded_cpu(device):
+        if asynchronous:
+            envs = gymnasium.vector.AsyncVectorEnv(env_fns, context=_ASYNC_START_METHOD, autoreset_mode=disabled)
+        else:
+            envs = gymnasium.vector.SyncVectorEnv(env_fns, autoreset_mode=disabled)
+        try:
+            episodes = run_episodes(policy, envs, seeds, device)
+        finally:
+            envs.close()
+        if video_path is not None:
+            _record_video(policy, make_env, seeds[0], len(env_fns), device, Path(video_path))
+
+    success = episodes["success"][~np.isnan(episodes["success"])]
+    mean_return = float(np.mean(episodes["return"]))
+    return {
+        "success": float(np.mean(success)) if success.size else None,
+        "return": mean_return,
+        "normalized_score": float(normalized_score(mean_return, *ref_scores)) if ref_scores is not None else None,
+        "episode_length": float(np.mean(episodes["length"])),
+        "num_episodes": num_episodes,
+        "env_steps_per_second": float(np.sum(episodes["length"]) / episodes["seconds"]),
+    }
