@@ -26,6 +26,7 @@ import re
 import socket
 import sys
 import time
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -142,6 +143,8 @@ def load_dataset(
     """
     if reward_mode not in REWARD_MODES:
         raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
+    if generate_workers is not None and generate_workers < 1:
+        raise DatasetError(f"generate_workers must be at least 1, got {generate_workers}.")
     if "/" in name:
         if dataset_path is not None or generate_episodes is not None:
             raise DatasetError(f"dataset_path and generate_episodes apply to OGBench names only, not {name!r}.")
@@ -283,11 +286,20 @@ def _generate(
         raise DatasetError(str(error)) from error
 
 
+@contextlib.contextmanager
+def _quiet_ogbench():
+    """Silence gymnasium's notice that OGBench's float64 Box bounds are cast to float32 (harmless, repeated)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
+        yield
+
+
 def _load_npz_with_ogbench(name: str, train_path: pathlib.Path) -> tuple[gymnasium.Env, dict, dict]:
     import ogbench
 
     try:
-        return ogbench.make_env_and_datasets(name, dataset_path=str(train_path))
+        with _quiet_ogbench():
+            return ogbench.make_env_and_datasets(name, dataset_path=str(train_path))
     except (zipfile.BadZipFile, EOFError, ValueError, KeyError, OSError, IndexError) as error:
         raise DatasetError(
             f"Could not read the OGBench dataset {train_path} (or its -val.npz): the file is corrupt, truncated or "
@@ -349,7 +361,8 @@ def make_ogbench_env(name: str, **kwargs: Any) -> gymnasium.Env:
     """The single-task evaluation environment of an OGBench name (terminates at the goal; info['success'])."""
     import ogbench
 
-    return ogbench.make_env_and_datasets(name, env_only=True, **kwargs)
+    with _quiet_ogbench():
+        return ogbench.make_env_and_datasets(name, env_only=True, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -664,7 +664,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-episodes", type=int, default=None, help="train episodes (default: official count)")
     parser.add_argument("--dataset-dir", default=DEFAULT_DATASET_DIR, help="output directory (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed; files depend only on it (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default: %(default)s)")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores, %(default)s)"
+    )
     parser.add_argument("--max-episode-steps", type=int, default=None, help="steps per episode (default: official)")
     parser.add_argument(
         "--output-name",

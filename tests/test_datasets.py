@@ -157,6 +157,8 @@ def test_corrupt_and_truncated_files(ogbench_dir, tmp_path):
 def test_bad_numbers():
     with pytest.raises(DatasetError, match="positive"):
         load_dataset("cube-single-play-singletask-task1-v0", generate_episodes=0)
+    with pytest.raises(DatasetError, match="generate_workers must be at least 1"):
+        load_dataset("cube-single-play-singletask-task1-v0", generate_episodes=2, generate_workers=0)
     with pytest.raises(ValueError, match="reward_mode"):
         load_dataset("cube-single-play-singletask-task1-v0", reward_mode="scaled")
 
