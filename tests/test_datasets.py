@@ -11,6 +11,7 @@ import torch
 
 from offrl import datasets, generate
 from offrl.datasets import ACTION_CLIP, DatasetError, load_dataset, sample_batch
+from tests.helpers import collect_minari
 
 KEYS = ("observations", "actions", "rewards", "next_observations", "masks", "terminals")
 
@@ -167,43 +168,12 @@ def test_bad_numbers():
 # Minari
 
 
-def _collect_minari(root: pathlib.Path, dataset_id: str, env_id: str, episodes: int, **make_kwargs):
-    """Build a Minari dataset from random-action episodes with `minari.create_dataset_from_buffers`."""
-    from minari.data_collector import EpisodeBuffer
-
-    env = gymnasium.make(env_id, **make_kwargs)
-    env.action_space.seed(0)
-    buffers = []
-    for episode in range(episodes):
-        observation, _ = env.reset(seed=episode)
-        steps = {"observations": [observation], "actions": [], "rewards": [], "terminations": [], "truncations": []}
-        done = False
-        while not done:
-            action = env.action_space.sample()
-            observation, reward, terminated, truncated, _ = env.step(action)
-            for key, value in zip(steps, (observation, action, reward, terminated, truncated), strict=True):
-                steps[key].append(value)
-            done = terminated or truncated
-        observations = steps.pop("observations")
-        if isinstance(observations[0], dict):
-            observations = {k: np.stack([o[k] for o in observations]) for k in observations[0]}
-        else:
-            observations = np.stack(observations)
-        buffers.append(EpisodeBuffer(id=episode, seed=episode, observations=observations, **steps))
-    with datasets._minari_root(root):
-        dataset = minari.create_dataset_from_buffers(
-            dataset_id, buffers, env=env, algorithm_name="random", ref_min_score=-10.0, ref_max_score=90.0
-        )
-    env.close()
-    return dataset
-
-
 @pytest.fixture(scope="module")
 def minari_dir(tmp_path_factory) -> pathlib.Path:
     root = tmp_path_factory.mktemp("minari")
     # Episodes end by termination (the pole falls) or truncation at 8 steps: both must be handled.
-    _collect_minari(root, "test/pendulum/random-v0", "InvertedPendulum-v5", 40, max_episode_steps=8)
-    _collect_minari(root, "mujoco/hopper/random-v0", "Hopper-v5", 8, max_episode_steps=40)
+    collect_minari(root, "test/pendulum/random-v0", "InvertedPendulum-v5", 40, max_episode_steps=8)
+    collect_minari(root, "mujoco/hopper/random-v0", "Hopper-v5", 8, max_episode_steps=40)
     return root
 
 
@@ -254,7 +224,7 @@ def test_minari_dict_observations_are_flattened_like_the_eval_env(tmp_path):
     import gymnasium_robotics
 
     gymnasium.register_envs(gymnasium_robotics)
-    _collect_minari(tmp_path, "test/pointmaze/random-v0", "PointMaze_UMaze-v3", 2, max_episode_steps=30)
+    collect_minari(tmp_path, "test/pointmaze/random-v0", "PointMaze_UMaze-v3", 2, max_episode_steps=30)
     data = load_dataset("test/pointmaze/random-v0", dataset_dir=tmp_path)
     env = data.make_env()
     flat, _ = env.reset(seed=0)

@@ -1,0 +1,271 @@
+"""What every training run shares around its update: run directory, logging, results, checkpoints, signals.
+
+The `train_*.py` scripts keep their loop in the file (a reader never leaves it); the pieces here are the ones that
+would otherwise be copied into every script:
+
+- `resolve_device`, `seed_everything`, `default_run_dir`, `compile_update`;
+- `RunLogger`: TensorBoard scalars, the hyperparameters as text, and `results.json` rewritten atomically after
+  every evaluation (`{"algo", "env_name", "args", "status", "evals": [{"step", "success", "return",
+  "normalized_score", "episode_length", "wall_time"}, ...]}`);
+- `save_checkpoint` / `load_checkpoint`: modules, optimizers, RNG states and the step, written atomically;
+- `StopRequest`: turns SIGINT/SIGTERM into a flag the loop checks between steps, so a run can save and exit;
+- `check_finite`: stops a run whose losses became NaN or infinite, naming the loss and the steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import random
+import re
+import signal
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "NonFiniteLossError",
+    "RunLogger",
+    "StopRequest",
+    "atomic_write",
+    "check_finite",
+    "compile_update",
+    "default_run_dir",
+    "load_checkpoint",
+    "resolve_device",
+    "save_checkpoint",
+    "seed_everything",
+]
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """`None`/"auto" -> cuda when available, else cpu; otherwise the named device (clear error if unavailable)."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {device} was asked for, but this PyTorch build sees no CUDA device.")
+    return resolved
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def default_run_dir(env_name: str, algo: str, seed: int, root: str | os.PathLike = "runs") -> pathlib.Path:
+    """`runs/<env>__<algo>__<seed>__<YYYYmmdd-HHMMSS>` (slashes in Minari ids become '-')."""
+    safe_env = re.sub(r"[^\w.-]+", "-", env_name)
+    return pathlib.Path(root) / f"{safe_env}__{algo}__{seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "w") -> None:
+    """Write a file through `write(file)` into a temporary file beside `path`, then rename it over `path`."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, mode) as file:
+            write(file)
+        os.replace(temporary, path)
+    except BaseException:
+        pathlib.Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def compile_update(
+    fn: Callable, enabled: bool, cudagraphs: bool, device: torch.device, name: str = "update"
+) -> Callable:
+    """`torch.compile` an update function; with `cudagraphs` on CUDA, capture it in CUDA graphs too.
+
+    `mode="reduce-overhead"` replays the compiled kernels as CUDA graphs, which removes the per-kernel launch cost
+    that dominates small RL networks. CUDA graphs need CUDA: on CPU the flag is ignored with a warning.
+    """
+    if cudagraphs and device.type != "cuda":
+        warnings.warn(f"--cudagraphs needs a CUDA device; ignored on {device.type}", stacklevel=2)
+        cudagraphs = False
+    if not enabled:
+        if cudagraphs:
+            warnings.warn("--cudagraphs needs --compile; ignored", stacklevel=2)
+        return fn
+    return torch.compile(fn, mode="reduce-overhead" if cudagraphs else None, dynamic=False)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss or metric became NaN or infinite."""
+
+
+def check_finite(metrics: Mapping[str, float], step: int, last_checked_step: int) -> None:
+    """Raise `NonFiniteLossError` naming the first non-finite metric and the steps it appeared between."""
+    for name, value in metrics.items():
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"{name} became {value} between steps {last_checked_step} and {step}. The run is stopped; the last "
+                f"checkpoint saved before it is kept. Lower the learning rate or check the dataset's rewards."
+            )
+
+
+class StopRequest:
+    """Context manager: SIGINT (Ctrl-C) and SIGTERM set `self.signal` instead of killing the process.
+
+    The training loop checks `stop.requested` once per step (a Python attribute, no device sync), saves a checkpoint
+    and `results.json`, and exits. A second signal while stopping interrupts immediately.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None:  # second Ctrl-C: give up on saving
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __enter__(self) -> StopRequest:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike, step: int, objects: Mapping[str, Any], **extra: Any) -> pathlib.Path:
+    """Save `{name: module/optimizer/scheduler}.state_dict()`, the RNG states and `step` atomically to `path`."""
+    payload = {
+        "step": step,
+        "state": {name: obj.state_dict() for name, obj in objects.items()},
+        "rng": _rng_state(),
+        **extra,
+    }
+    atomic_write(path, lambda file: torch.save(payload, file), mode="wb")
+    return pathlib.Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, objects: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    """Restore the objects' state dicts and the RNG states saved by `save_checkpoint`; returns the payload."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise SystemExit(f"error: --resume {path}: no such checkpoint file.")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=False)
+    except Exception as error:  # noqa: BLE001
+        raise SystemExit(
+            f"error: --resume {path}: not a readable checkpoint ({type(error).__name__}: {error})"
+        ) from None
+    missing = set(objects) - set(payload["state"])
+    if missing:
+        raise SystemExit(f"error: --resume {path}: checkpoint has no {sorted(missing)} (from another algorithm?)")
+    for name, obj in objects.items():
+        obj.load_state_dict(payload["state"][name])
+    _set_rng_state(payload["rng"])
+    return payload
+
+
+class RunLogger:
+    """TensorBoard scalars plus `results.json` for one run directory.
+
+    Args:
+        run_dir: the run's directory (created).
+        algo, env_name: recorded in results.json.
+        args: the hyperparameters (a flat dict), written to results.json and to TensorBoard as a text table.
+        resume_step: when resuming, TensorBoard events after this step are discarded and evals after it dropped.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        algo: str,
+        env_name: str,
+        args: Mapping[str, Any],
+        resume_step: int | None = None,
+    ) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir = pathlib.Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.results_path = self.run_dir / "results.json"
+        self.results: dict[str, Any] = {
+            "algo": algo,
+            "env_name": env_name,
+            "args": _jsonable(dict(args)),
+            "status": "running",
+            "evals": [],
+        }
+        if resume_step is not None and self.results_path.is_file():
+            previous = json.loads(self.results_path.read_text())
+            self.results["evals"] = [e for e in previous.get("evals", []) if e["step"] <= resume_step]
+            self.results.update({k: v for k, v in previous.items() if k not in self.results})
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=resume_step)
+        table = "\n".join(f"|{k}|{v}|" for k, v in self.results["args"].items())
+        self.writer.add_text("hyperparameters", f"|parameter|value|\n|-|-|\n{table}", 0)
+
+    def scalars(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Write each metric as a TensorBoard scalar at `step`."""
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, value, step)
+
+    def evaluation(self, step: int, result: Mapping[str, Any], wall_time: float) -> dict[str, Any]:
+        """Record one evaluation (TensorBoard `eval/*` and a row in results.json, rewritten atomically)."""
+        row = {
+            "step": step,
+            "success": result.get("success"),
+            "return": result.get("return"),
+            "normalized_score": result.get("normalized_score"),
+            "episode_length": result.get("episode_length"),
+            "wall_time": wall_time,
+        }
+        self.results["evals"] = [e for e in self.results["evals"] if e["step"] != step] + [row]
+        self.scalars(step, {f"eval/{k}": v for k, v in row.items() if k != "step" and v is not None})
+        self.write_results()
+        return row
+
+    def write_results(self, **fields: Any) -> None:
+        """Update top-level fields (e.g. status, steps_per_second) and rewrite results.json atomically."""
+        self.results.update(_jsonable(fields))
+        text = json.dumps(self.results, indent=2)
+        atomic_write(self.results_path, lambda file: file.write(text))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

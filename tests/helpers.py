@@ -1,0 +1,76 @@
+"""Helpers shared by the tests: building Minari datasets, running the training scripts, reading their logs."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import gymnasium
+import minari
+import numpy as np
+
+from offrl.datasets import _minari_root
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def collect_minari(root: pathlib.Path, dataset_id: str, env_id: str, episodes: int, **make_kwargs):
+    """Build a Minari dataset from random-action episodes with `minari.create_dataset_from_buffers`."""
+    from minari.data_collector import EpisodeBuffer
+
+    env = gymnasium.make(env_id, **make_kwargs)
+    env.action_space.seed(0)
+    buffers = []
+    for episode in range(episodes):
+        observation, _ = env.reset(seed=episode)
+        steps = {"observations": [observation], "actions": [], "rewards": [], "terminations": [], "truncations": []}
+        done = False
+        while not done:
+            action = env.action_space.sample()
+            observation, reward, terminated, truncated, _ = env.step(action)
+            for key, value in zip(steps, (observation, action, reward, terminated, truncated), strict=True):
+                steps[key].append(value)
+            done = terminated or truncated
+        observations = steps.pop("observations")
+        if isinstance(observations[0], dict):
+            observations = {k: np.stack([o[k] for o in observations]) for k in observations[0]}
+        else:
+            observations = np.stack(observations)
+        buffers.append(EpisodeBuffer(id=episode, seed=episode, observations=observations, **steps))
+    with _minari_root(root):
+        dataset = minari.create_dataset_from_buffers(
+            dataset_id, buffers, env=env, algorithm_name="random", ref_min_score=-10.0, ref_max_score=90.0
+        )
+    env.close()
+    return dataset
+
+
+def run_script(script: str, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `python <script> <args>` from the repository root, the way a user would."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / script), *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{script} exited {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+        )
+    return result
+
+
+def read_scalars(run_dir: pathlib.Path) -> dict[str, dict[int, float]]:
+    """All TensorBoard scalars of a run: {tag: {step: value}} (the latest event wins for a repeated step)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars: dict[str, dict[int, float]] = {}
+    for events in sorted(pathlib.Path(run_dir).glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            scalars.setdefault(tag, {}).update({e.step: e.value for e in accumulator.Scalars(tag)})
+    return scalars
