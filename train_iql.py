@@ -326,10 +326,7 @@ def main(args: Args) -> int:
         if stop.requested:
             save(step)
             status, exit_code = "interrupted", 128 + stop.signal
-            print(
-                f"\n[iql] interrupted at step {step}: saved {run_dir}/checkpoint.pt; continue with --resume {run_dir}",
-                flush=True,
-            )
+            print(f"\n[iql] interrupted at step {step}; checkpoint saved. Continue with --resume {run_dir}")
     logger.write_results(
         status=status,
         final_step=step,

@@ -21,6 +21,7 @@ __all__ = [
     "EnsembleLinear",
     "EnsembleMLP",
     "GaussianActor",
+    "call_frozen",
     "variance_scaling_",
 ]
 
@@ -239,6 +240,17 @@ class GaussianActor(nn.Module):
         """Deterministic action (the mean, squashed if tanh): obs (B, S) -> (B, A)."""
         mean, _ = self(obs)
         return torch.tanh(mean) if self.tanh_squash else mean
+
+
+def call_frozen(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
+    """`module(*inputs)` with its parameters treated as constants: gradients reach the inputs, not the module.
+
+    This is how an actor loss uses the online critic (`-Q(s, pi(s))`): the actor learns through the critic's
+    input while the critic's parameters get no gradient from it, inside one optimizer step and without toggling
+    `requires_grad` (which a compiled update would have to recompile for).
+    """
+    parameters = {name: p.detach() for name, p in module.named_parameters()}
+    return torch.func.functional_call(module, parameters, inputs)
 
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)

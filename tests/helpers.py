@@ -8,6 +8,8 @@ import sys
 import gymnasium
 import minari
 import numpy as np
+import torch
+from torch import nn
 
 from offrl.datasets import _minari_root
 
@@ -74,3 +76,15 @@ def read_scalars(run_dir: pathlib.Path) -> dict[str, dict[int, float]]:
         for tag in accumulator.Tags()["scalars"]:
             scalars.setdefault(tag, {}).update({e.step: e.value for e in accumulator.Scalars(tag)})
     return scalars
+
+
+class Constant(nn.Module):
+    """A network that returns fixed values per row (critic: (2, B, 1); value: (B, 1)), ignoring its input."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values = torch.as_tensor(values, dtype=torch.float32)
+        self.weight = nn.Parameter(torch.zeros(()))  # something to differentiate
+
+    def forward(self, x):
+        return (self.values + self.weight).unsqueeze(-1)

@@ -13,7 +13,7 @@ from torch import nn
 
 import train_iql
 from offrl import generate
-from tests.helpers import REPO_ROOT, collect_minari, read_scalars, run_script
+from tests.helpers import REPO_ROOT, Constant, collect_minari, read_scalars, run_script
 
 TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2"]
 
@@ -33,18 +33,6 @@ def test_awr_weights_are_clipped_at_100():
     advantage = torch.tensor([-1.0, 0.0, 0.2, 0.5, 3.0])
     expected = torch.tensor([math.exp(-10.0), 1.0, math.exp(2.0), 100.0, 100.0])  # exp(5) = 148 > 100
     torch.testing.assert_close(train_iql.awr_weights(advantage, 10.0), expected)
-
-
-class Constant(nn.Module):
-    """A network that returns fixed values per row (critic: (2, B, 1); value: (B, 1)), ignoring its input."""
-
-    def __init__(self, values):
-        super().__init__()
-        self.values = torch.as_tensor(values, dtype=torch.float32)
-        self.weight = nn.Parameter(torch.zeros(()))  # something to differentiate
-
-    def forward(self, x):
-        return (self.values + self.weight).unsqueeze(-1)
 
 
 class ValueOf(nn.Module):

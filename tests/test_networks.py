@@ -144,3 +144,16 @@ def test_networks_compile_on_cpu():
     compiled, sampled = torch.compile(step)(obs, actions)
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
     assert sampled.shape == (8, 2) and sampled.abs().max() <= 1.0
+
+
+def test_call_frozen_passes_gradient_to_inputs_only():
+    torch.manual_seed(0)
+    critic = EnsembleMLP(2, 3, (8,), 1)
+    x = torch.randn(5, 3, requires_grad=True)
+    from offrl.networks import call_frozen
+
+    out = call_frozen(critic, x)
+    torch.testing.assert_close(out, critic(x))
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in critic.parameters())

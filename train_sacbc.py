@@ -1,0 +1,324 @@
+"""SAC+BC: soft actor-critic with a behaviour-cloning penalty, offline, with the update compiled by torch.compile.
+
+Twin critics, a tanh-Gaussian actor with state-dependent std and a learned entropy temperature beta:
+    critic  L_Q  = E[ sum_i (Q_i(s, a) - y)^2 ],  y = r + gamma * mask * mean_j Qbar_j(s', a'),  a' ~ pi(. | s')
+            (no entropy term in the backup; the MEAN of the two target critics, not the min)
+    actor   L_pi = E[ -mean_i Q_i(s, a_pi) + (alpha / |A|) ||a - a_pi||^2 + beta * log pi(a_pi | s) ],  a_pi ~ pi(. | s)
+    beta    L_b  = beta * (H - H_target),  H = -E[log pi(a_pi | s)] (stop-gradient),  H_target = -|A| / 2
+alpha is the behaviour-cloning knob (300 on cube-single, 3 on antsoccer; sweep 30-1000). Evaluation uses tanh(mean).
+
+Papers: Haarnoja et al., "Soft Actor-Critic", https://arxiv.org/abs/1801.01290 (+ a BC term as in TD3+BC,
+https://arxiv.org/abs/2106.06860); the OGBench/FQL baselines, https://arxiv.org/abs/2502.02538
+Usage: python train_sacbc.py --env-name cube-single-play-singletask-task1-v0 --alpha 300
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import tyro
+from tqdm import tqdm
+
+from offrl.datasets import DatasetError, load_dataset, sample_batch
+from offrl.evaluation import evaluate
+from offrl.networks import EnsembleMLP, GaussianActor, call_frozen
+from offrl.runs import (
+    NonFiniteLossError,
+    RunLogger,
+    StopRequest,
+    check_finite,
+    compile_update,
+    default_run_dir,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+    seed_everything,
+)
+
+
+@dataclass
+class Args:
+    env_name: str = "cube-single-play-singletask-task1-v0"
+    """dataset: an OGBench single-task name or a Minari id (e.g. mujoco/hopper/medium-v0)"""
+    dataset_dir: str | None = None
+    """where datasets live (default: ~/.ogbench/data for OGBench, Minari's own folder for Minari)"""
+    generate_episodes: int | None = None
+    """OGBench: train on a small locally generated set of this many episodes (quick runs) instead of the official"""
+    seed: int = 0
+    """random seed (networks, sampling; evaluation seeds are derived from it but never equal training seeds)"""
+    device: str = "auto"
+    """torch device; auto = cuda when available, else cpu"""
+    total_steps: int = 1_000_000
+    """gradient steps"""
+    batch_size: int = 256
+    """transitions per gradient step"""
+    eval_every: int = 100_000
+    """evaluate every this many steps (and at step 0 and at the end)"""
+    eval_episodes: int = 50
+    """episodes per evaluation"""
+    eval_envs: int = 8
+    """environments run side by side during evaluation"""
+    log_every: int = 5_000
+    """read metrics back from the device, log them and check them for NaN every this many steps"""
+    compile: bool = True
+    """compile the update with torch.compile"""
+    cudagraphs: bool = False
+    """also capture the compiled update in CUDA graphs (CUDA only; ignored with a warning on CPU)"""
+    run_dir: str | None = None
+    """where this run writes (default: runs/<env>__sacbc__<seed>__<time>)"""
+    save_every: int = 100_000
+    """checkpoint every this many steps (and at the end)"""
+    resume: str | None = None
+    """continue an interrupted run from this checkpoint (or run directory); the run directory is reused"""
+    video: bool = False
+    """record the first episode of each evaluation to <run_dir>/videos (set MUJOCO_GL=egl when headless)"""
+
+    # Algorithm
+    discount: float = 0.99
+    """discount gamma (0.995 for antsoccer, humanoidmaze and antmaze-giant)"""
+    tau: float = 0.005
+    """target critic Polyak rate, every step"""
+    lr: float = 3e-4
+    """Adam learning rate for the critic, the actor and the temperature"""
+    hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    """hidden layer widths of the actor and critic networks"""
+    layer_norm: bool = True
+    """LayerNorm in the critic networks"""
+    alpha: float = 300.0
+    """behaviour-cloning coefficient: the actor pays (alpha / |A|) ||a - a_pi||^2 (cube-single 300, antsoccer 3)"""
+    target_entropy_multiplier: float = 0.5
+    """target entropy H_target = -multiplier * |A|"""
+    initial_temperature: float = 1.0
+    """initial entropy temperature beta"""
+    reward_mode: Literal["auto", "none", "antmaze", "locomotion"] = "auto"
+    """reward processing: auto (per dataset family), none, antmaze (r - 1), locomotion (1000 / return range)"""
+
+
+def critic_target(rewards: torch.Tensor, masks: torch.Tensor, next_q: torch.Tensor, discount: float) -> torch.Tensor:
+    """y = r + gamma * mask * mean_j Qbar_j(s', a'): rewards, masks (B,), next_q (2, B) -> (B,). No entropy term."""
+    return rewards + discount * masks * next_q.mean(0)
+
+
+def sacbc_losses(batch: dict[str, torch.Tensor], nets: dict[str, torch.nn.Module], args: Args):
+    """The SAC+BC losses on one batch. Returns (total loss, detached metrics).
+
+    batch: observations (B, S), actions (B, A), rewards (B,), next_observations (B, S), masks (B,).
+    nets: actor (tanh-Gaussian), critic (2 heads -> (2, B)), target_critic, log_temperature (scalar parameter).
+    """
+    obs, actions = batch["observations"], batch["actions"]
+    action_dim = actions.shape[-1]
+    temperature = nets["log_temperature"].log_value.exp()
+    # L_Q = E[sum_i (Q_i(s, a) - y)^2],  y = r + gamma * mask * mean_j Qbar_j(s', a'),  a' ~ pi(. | s')
+    with torch.no_grad():
+        next_actions, _ = nets["actor"].sample(batch["next_observations"])
+        next_q = nets["target_critic"](torch.cat([batch["next_observations"], next_actions], -1)).squeeze(-1)
+        target = critic_target(batch["rewards"], batch["masks"], next_q, args.discount)
+    q = nets["critic"](torch.cat([obs, actions], -1)).squeeze(-1)
+    critic_loss = (q - target).square().sum(0).mean()
+    # L_pi = E[-mean_i Q_i(s, a_pi) + (alpha / |A|) ||a - a_pi||^2 + beta * log pi(a_pi | s)]  (critic, beta frozen)
+    policy_actions, log_prob = nets["actor"].sample(obs)
+    policy_q = call_frozen(nets["critic"], torch.cat([obs, policy_actions], -1)).squeeze(-1).mean(0)
+    bc = (actions - policy_actions).square().sum(-1)
+    actor_loss = (-policy_q + (args.alpha / action_dim) * bc + temperature.detach() * log_prob).mean()
+    # L_beta = beta * (H - H_target),  H = -E[log pi] (stop-gradient)
+    entropy = -log_prob.detach().mean()
+    temperature_loss = temperature * (entropy + args.target_entropy_multiplier * action_dim)
+
+    metrics = {
+        "loss/critic": critic_loss,
+        "loss/actor": actor_loss,
+        "loss/temperature": temperature_loss,
+        "critic/q_mean": q.mean(),
+        "critic/q_max": q.max(),
+        "critic/q_min": q.min(),
+        "actor/policy_q": policy_q.mean(),
+        "actor/bc_mse": bc.mean() / action_dim,
+        "actor/entropy": entropy,
+        "actor/temperature": temperature,
+    }
+    return critic_loss + actor_loss + temperature_loss, {k: v.detach() for k, v in metrics.items()}
+
+
+class LogScalar(torch.nn.Module):
+    """A learnable scalar stored as its log (the entropy temperature beta = exp(log_value))."""
+
+    def __init__(self, initial: float) -> None:
+        super().__init__()
+        self.log_value = torch.nn.Parameter(torch.tensor(math.log(initial)))
+
+
+def build_networks(obs_dim: int, action_dim: int, args: Args, device: torch.device) -> dict[str, torch.nn.Module]:
+    """tanh-Gaussian actor (state-dependent std), twin critic ensemble with its target copy, temperature."""
+    critic = EnsembleMLP(2, obs_dim + action_dim, args.hidden_dims, 1, layer_norm=args.layer_norm)
+    nets = {
+        "actor": GaussianActor(obs_dim, action_dim, args.hidden_dims, tanh_squash=True, std="state"),
+        "critic": critic,
+        "target_critic": copy.deepcopy(critic).requires_grad_(False),
+        "log_temperature": LogScalar(args.initial_temperature),
+    }
+    return {name: net.to(device) for name, net in nets.items()}
+
+
+def main(args: Args) -> int:
+    for name in ("total_steps", "batch_size", "eval_every", "eval_episodes", "eval_envs", "log_every", "save_every"):
+        if getattr(args, name) <= 0:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.resume and not (Path(args.resume).is_file() or (Path(args.resume) / "checkpoint.pt").is_file()):
+        raise SystemExit(f"error: --resume {args.resume}: no such checkpoint file (or run directory with one).")
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    try:
+        data = load_dataset(
+            args.env_name,
+            dataset_dir=args.dataset_dir,
+            device=device,
+            reward_mode=args.reward_mode,
+            generate_episodes=args.generate_episodes,
+        )
+    except (DatasetError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    train, val = data.train, data.val
+
+    nets = build_networks(data.observation_dim, data.action_dim, args, device)
+    optimizer = torch.optim.Adam(
+        [p for name in ("critic", "actor", "log_temperature") for p in nets[name].parameters()],
+        lr=args.lr,
+        capturable=device.type == "cuda",
+    )
+    critic_params = list(nets["critic"].parameters())
+    target_params = list(nets["target_critic"].parameters())
+
+    def update() -> dict[str, torch.Tensor]:
+        batch = sample_batch(train, args.batch_size)
+        loss, metrics = sacbc_losses(batch, nets, args)
+        optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        optimizer.step()
+        torch._foreach_lerp_(target_params, critic_params, args.tau)  # Qbar <- (1 - tau) Qbar + tau Q
+        return metrics
+
+    def validation_metrics() -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            _, metrics = sacbc_losses(sample_batch(val, args.batch_size), nets, args)
+        return {f"val/{k.split('/', 1)[1]}": v for k, v in metrics.items() if k.startswith("loss/")}
+
+    update_step = compile_update(update, args.compile, args.cudagraphs, device)
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        return nets["actor"].mode(obs).clamp(-1.0, 1.0)
+
+    checkpointed = {**nets, "optimizer": optimizer}
+    start_step = 0
+    if args.resume:
+        payload = load_checkpoint(args.resume, checkpointed, device)
+        start_step = payload["step"]
+        run_dir = payload["run_dir"]
+    else:
+        run_dir = str(args.run_dir or default_run_dir(args.env_name, "sacbc", args.seed))
+    logger = RunLogger(run_dir, "sacbc", args.env_name, dataclasses.asdict(args), resume_step=start_step or None)
+    print(f"[sacbc] {data.name}: {len(data):,} transitions ({data.metadata['source']}), run dir {run_dir}", flush=True)
+
+    ref_scores = None
+    if data.metadata["ref_min_score"] is not None:
+        ref_scores = (data.metadata["ref_min_score"], data.metadata["ref_max_score"])
+
+    def run_evaluation(step: int) -> dict:
+        start = time.perf_counter()
+        video = f"{run_dir}/videos/step_{step}.mp4" if args.video else None
+        for net in nets.values():
+            net.eval()
+        result = evaluate(
+            policy,
+            data.make_env,
+            args.eval_episodes,
+            num_envs=args.eval_envs,
+            seed=args.seed,
+            device=device,
+            ref_scores=ref_scores,
+            video_path=video,
+        )
+        for net in nets.values():
+            net.train()
+        logger.scalars(step, {"time/eval_seconds": time.perf_counter() - start})
+        return logger.evaluation(step, result, wall_time=time.perf_counter() - wall_start)
+
+    def save(step: int) -> None:
+        save_checkpoint(f"{run_dir}/checkpoint.pt", step, checkpointed, run_dir=run_dir, args=dataclasses.asdict(args))
+
+    wall_start = time.perf_counter()
+    last_eval = run_evaluation(0) if start_step == 0 else (logger.results["evals"] or [None])[-1]
+    train_seconds, compile_seconds, timed_steps = 0.0, None, 0
+    last_checked = start_step
+    step = start_step
+    status, exit_code = "finished", 0
+    bar = tqdm(total=args.total_steps, initial=start_step, desc="sacbc", dynamic_ncols=True, file=sys.stdout)
+    with StopRequest() as stop:
+        try:
+            interval_start = time.perf_counter()
+            while step < args.total_steps:
+                if stop.requested:
+                    break
+                metrics = update_step()
+                step += 1
+                if compile_seconds is None:  # the first call compiles; keep it out of the throughput
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    compile_seconds = time.perf_counter() - interval_start
+                    interval_start = time.perf_counter()
+                else:
+                    timed_steps += 1
+                bar.update(1)
+                log_now = step % args.log_every == 0 or step == args.total_steps
+                eval_now = step % args.eval_every == 0 or step == args.total_steps
+                save_now = step % args.save_every == 0 or step == args.total_steps
+                if log_now or save_now or eval_now:
+                    values = {k: v.item() for k, v in metrics.items()}  # the only host sync: here
+                    train_seconds += time.perf_counter() - interval_start
+                    check_finite(values, step, last_checked)
+                    last_checked = step
+                    if log_now:
+                        steps_per_second = timed_steps / max(train_seconds, 1e-9)
+                        if val is not None:
+                            values.update({k: v.item() for k, v in validation_metrics().items()})
+                        values["time/steps_per_second"] = steps_per_second
+                        logger.scalars(step, values)
+                        bar.set_postfix(sps=f"{steps_per_second:.0f}", refresh=False)
+                    if eval_now:
+                        last_eval = run_evaluation(step)
+                        score = last_eval["success"] if last_eval["success"] is not None else last_eval["return"]
+                        bar.set_postfix(sps=f"{timed_steps / max(train_seconds, 1e-9):.0f}", score=f"{score:.3f}")
+                    if save_now:
+                        save(step)
+                    interval_start = time.perf_counter()
+        except NonFiniteLossError as error:
+            status, exit_code = "failed", 1
+            print(f"\n[sacbc] error: {error}", file=sys.stderr, flush=True)
+        bar.close()
+        if stop.requested:
+            save(step)
+            status, exit_code = "interrupted", 128 + stop.signal
+            print(f"\n[sacbc] interrupted at step {step}; checkpoint saved. Continue with --resume {run_dir}")
+    logger.write_results(
+        status=status,
+        final_step=step,
+        train_steps_per_second=timed_steps / max(train_seconds, 1e-9),
+        compile_seconds=compile_seconds,
+        dataset=data.metadata,
+    )
+    logger.close()
+    if last_eval is not None and status == "finished":
+        score = {k: last_eval[k] for k in ("success", "return", "normalized_score") if last_eval[k] is not None}
+        print(f"[sacbc] final score at step {step}: {score}; run dir {run_dir}", flush=True)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main(tyro.cli(Args)))
