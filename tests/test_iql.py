@@ -12,8 +12,7 @@ import torch
 from torch import nn
 
 import train_iql
-from offrl import generate
-from tests.helpers import REPO_ROOT, Constant, collect_minari, read_scalars, run_script
+from tests.helpers import REPO_ROOT, Constant, read_scalars, run_script
 
 TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2"]
 
@@ -117,23 +116,6 @@ def test_ddpgbc_loss_by_hand():
 
 # ----------------------------------------------------------------------------------------------------------------
 # End to end
-
-
-@pytest.fixture(scope="module")
-def ogbench_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("ogbench")
-    target = generate.generated_path(directory, "cube-single-play-v0", 2)
-    generate.generate_dataset(
-        "cube-single-play-v0", target.parent, num_episodes=2, max_episode_steps=120, output_name=target.stem
-    )
-    return directory
-
-
-@pytest.fixture(scope="module")
-def minari_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("minari")
-    collect_minari(root, "test/pendulum/random-v0", "InvertedPendulum-v5", 30, max_episode_steps=20)
-    return root
 
 
 def check_results(run_dir, steps, env_name, success_expected):

@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 import train_sacbc
-from offrl import generate
-from tests.helpers import Constant, collect_minari, read_scalars, run_script
+from tests.helpers import Constant, read_scalars, run_script
 
 TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2"]
 
@@ -120,23 +119,6 @@ def test_real_networks_shapes_and_init():
              "next_observations": obs, "masks": torch.ones(7), "terminals": torch.zeros(7)}  # fmt: skip
     loss, metrics = train_sacbc.sacbc_losses(batch, nets, args)
     assert loss.dim() == 0 and all(torch.isfinite(v) for v in metrics.values())
-
-
-@pytest.fixture(scope="module")
-def ogbench_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("ogbench")
-    target = generate.generated_path(directory, "cube-single-play-v0", 2)
-    generate.generate_dataset(
-        "cube-single-play-v0", target.parent, num_episodes=2, max_episode_steps=120, output_name=target.stem
-    )
-    return directory
-
-
-@pytest.fixture(scope="module")
-def minari_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("minari")
-    collect_minari(root, "test/pendulum/random-v0", "InvertedPendulum-v5", 30, max_episode_steps=20)
-    return root
 
 
 @pytest.mark.parametrize("compile_flag", ["--no-compile", "--compile"])
