@@ -65,6 +65,30 @@ def run_script(script: str, *args: str, timeout: float = 600, check: bool = True
     return result
 
 
+def run_tiny_ogbench(script: str, ogbench_dir, run_dir, *args: str) -> subprocess.CompletedProcess:
+    """20 steps of `script` on the 2-episode regenerated cube-single set, evaluating and saving every 10 steps."""
+    return run_script(
+        script, "--dataset-dir", str(ogbench_dir), "--generate-episodes", "2", "--total-steps", "20",
+        "--eval-every", "10", "--log-every", "5", "--save-every", "10", "--run-dir", str(run_dir), *args,
+    )  # fmt: skip
+
+
+def run_full_and_resumed(script: str, minari_dir, tmp_path, *args: str, resume_checkpoint_file: bool = False):
+    """Train 30 steps in one go (`full`), and 10 steps then `--resume` to 30 (`part`); returns both run dirs.
+
+    Eager, CPU, on the Minari pendulum set; evaluation and checkpoint every 10 steps, logs every 5. The resume
+    points at the checkpoint file or at the run directory (both are accepted).
+    """
+    common = ["--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), "--no-compile",
+              "--eval-every", "10", "--log-every", "5", "--save-every", "10", *args]  # fmt: skip
+    full, part = tmp_path / "full", tmp_path / "part"
+    run_script(script, *common, "--total-steps", "30", "--run-dir", str(full))
+    run_script(script, *common, "--total-steps", "10", "--run-dir", str(part))
+    resume = part / "checkpoint.pt" if resume_checkpoint_file else part
+    run_script(script, *common, "--total-steps", "30", "--resume", str(resume))
+    return full, part
+
+
 def read_scalars(run_dir: pathlib.Path) -> dict[str, dict[int, float]]:
     """All TensorBoard scalars of a run: {tag: {step: value}} (the latest event wins for a repeated step)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

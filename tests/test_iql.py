@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import train_iql
-from tests.helpers import REPO_ROOT, Constant, read_scalars, run_script
+from tests.helpers import REPO_ROOT, Constant, read_scalars, run_full_and_resumed, run_script, run_tiny_ogbench
 
 TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2"]
 
@@ -134,10 +134,7 @@ def check_results(run_dir, steps, env_name, success_expected):
 @pytest.mark.parametrize("compile_flag", ["--no-compile", "--compile"])
 def test_end_to_end_ogbench(ogbench_dir, tmp_path, compile_flag):
     run_dir = tmp_path / "run"
-    result = run_script(
-        "train_iql.py", "--dataset-dir", str(ogbench_dir), "--generate-episodes", "2", "--total-steps", "20",
-        "--eval-every", "10", "--log-every", "5", "--save-every", "10", "--run-dir", str(run_dir), compile_flag, *TINY,
-    )  # fmt: skip
+    result = run_tiny_ogbench("train_iql.py", ogbench_dir, run_dir, compile_flag, *TINY)
     assert "final score at step 20" in result.stdout and str(run_dir) in result.stdout
     check_results(run_dir, [0, 10, 20], "cube-single-play-singletask-task1-v0", success_expected=True)
     scalars = read_scalars(run_dir)
@@ -159,12 +156,7 @@ def test_end_to_end_minari(minari_dir, tmp_path, compile_flag):
 
 
 def test_resume_matches_uninterrupted_run(minari_dir, tmp_path):
-    common = ["--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), "--no-compile",
-              "--eval-every", "10", "--log-every", "5", "--save-every", "10", *TINY]  # fmt: skip
-    full, part = tmp_path / "full", tmp_path / "part"
-    run_script("train_iql.py", *common, "--total-steps", "30", "--run-dir", str(full))
-    run_script("train_iql.py", *common, "--total-steps", "10", "--run-dir", str(part))
-    run_script("train_iql.py", *common, "--total-steps", "30", "--resume", str(part / "checkpoint.pt"))
+    full, part = run_full_and_resumed("train_iql.py", minari_dir, tmp_path, *TINY, resume_checkpoint_file=True)
     full_scalars, part_scalars = read_scalars(full), read_scalars(part)
     for tag in ("loss/critic", "loss/value", "loss/actor", "critic/q_mean"):
         assert part_scalars[tag] == full_scalars[tag], tag  # every step 5..30, exactly

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import train_sacbc
-from tests.helpers import Constant, read_scalars, run_script
+from tests.helpers import Constant, read_scalars, run_full_and_resumed, run_script, run_tiny_ogbench
 
 TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2"]
 
@@ -124,10 +124,7 @@ def test_real_networks_shapes_and_init():
 @pytest.mark.parametrize("compile_flag", ["--no-compile", "--compile"])
 def test_end_to_end_ogbench(ogbench_dir, tmp_path, compile_flag):
     run_dir = tmp_path / "run"
-    result = run_script(
-        "train_sacbc.py", "--dataset-dir", str(ogbench_dir), "--generate-episodes", "2", "--total-steps", "20",
-        "--eval-every", "10", "--log-every", "5", "--save-every", "10", "--run-dir", str(run_dir), compile_flag, *TINY,
-    )  # fmt: skip
+    result = run_tiny_ogbench("train_sacbc.py", ogbench_dir, run_dir, compile_flag, *TINY)
     assert "final score at step 20" in result.stdout
     results = json.loads((run_dir / "results.json").read_text())
     assert results["algo"] == "sacbc" and results["status"] == "finished"
@@ -151,12 +148,7 @@ def test_end_to_end_minari(minari_dir, tmp_path, compile_flag):
 
 
 def test_resume_matches_uninterrupted_run(minari_dir, tmp_path):
-    common = ["--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), "--no-compile",
-              "--eval-every", "10", "--log-every", "5", "--save-every", "10", *TINY]  # fmt: skip
-    full, part = tmp_path / "full", tmp_path / "part"
-    run_script("train_sacbc.py", *common, "--total-steps", "30", "--run-dir", str(full))
-    run_script("train_sacbc.py", *common, "--total-steps", "10", "--run-dir", str(part))
-    run_script("train_sacbc.py", *common, "--total-steps", "30", "--resume", str(part))
+    full, part = run_full_and_resumed("train_sacbc.py", minari_dir, tmp_path, *TINY, resume_checkpoint_file=False)
     full_scalars, part_scalars = read_scalars(full), read_scalars(part)
     for tag in ("loss/critic", "loss/actor", "loss/temperature", "actor/entropy"):
         assert part_scalars[tag] == full_scalars[tag], tag
