@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from offrl.datasets import DatasetError, load_dataset, sample_batch
 from offrl.evaluation import evaluate
-from offrl.networks import MLP, EnsembleMLP, GaussianActor
+from offrl.losses import expectile_loss
+from offrl.networks import MLP, EnsembleMLP, GaussianActor, polyak_update_
 from offrl.runs import (
     NonFiniteLossError,
     RunLogger,
@@ -104,12 +105,6 @@ class Args:
 
 
 MAX_AWR_WEIGHT = 100.0
-
-
-def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
-    """L2^tau(u) = |tau - 1(u < 0)| u^2, elementwise; diff u = target - prediction."""
-    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
-    return weight * diff.square()
 
 
 def awr_weights(advantage: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -215,7 +210,7 @@ def main(args: Args) -> int:
         optimizer.zero_grad(set_to_none=False)
         loss.backward()
         optimizer.step()
-        torch._foreach_lerp_(target_params, critic_params, args.tau)  # Qbar <- (1 - tau) Qbar + tau Q
+        polyak_update_(target_params, critic_params, args.tau)  # Qbar <- (1 - tau) Qbar + tau Q
         return metrics
 
     def validation_metrics() -> dict[str, torch.Tensor]:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from offrl.datasets import DatasetError, load_dataset, sample_batch
 from offrl.evaluation import evaluate
-from offrl.networks import EnsembleMLP, GaussianActor, call_frozen
+from offrl.networks import EnsembleMLP, GaussianActor, call_frozen, polyak_update_
 from offrl.runs import (
     NonFiniteLossError,
     RunLogger,
@@ -202,7 +202,7 @@ def main(args: Args) -> int:
         optimizer.zero_grad(set_to_none=False)
         loss.backward()
         optimizer.step()
-        torch._foreach_lerp_(target_params, critic_params, args.tau)  # Qbar <- (1 - tau) Qbar + tau Q
+        polyak_update_(target_params, critic_params, args.tau)  # Qbar <- (1 - tau) Qbar + tau Q
         return metrics
 
     def validation_metrics() -> dict[str, torch.Tensor]:

@@ -22,6 +22,7 @@ __all__ = [
     "EnsembleMLP",
     "GaussianActor",
     "call_frozen",
+    "polyak_update_",
     "variance_scaling_",
 ]
 
@@ -251,6 +252,17 @@ def call_frozen(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
     """
     parameters = {name: p.detach() for name, p in module.named_parameters()}
     return torch.func.functional_call(module, parameters, inputs)
+
+
+@torch.no_grad()
+def polyak_update_(target: Sequence[torch.Tensor], online: Sequence[torch.Tensor], rate: float) -> None:
+    """target <- (1 - rate) * target + rate * online, in place, one fused `_foreach_lerp_`, outside autograd.
+
+    The no-grad matters: an in-place lerp toward parameters that require grad would make the target parameters part
+    of the autograd graph, which then grows by one node per parameter per step (memory) and, under torch.compile,
+    changes their requires_grad after the first step (a recompilation).
+    """
+    torch._foreach_lerp_(list(target), list(online), rate)
 
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)

@@ -47,9 +47,12 @@ def collect_minari(root: pathlib.Path, dataset_id: str, env_id: str, episodes: i
     return dataset
 
 
-def run_script(script: str, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    """Run `python <script> <args>` from the repository root, the way a user would."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+def run_script(
+    script: str, *args: str, timeout: float = 600, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run `python <script> <args>` from the repository root, the way a user would (`env`: extra variables)."""
+    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=pythonpath, **(env or {}))
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / script), *args],
         cwd=REPO_ROOT,

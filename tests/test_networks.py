@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from offrl.networks import MLP, EnsembleLinear, EnsembleMLP, GaussianActor, variance_scaling_
+from offrl.networks import MLP, EnsembleLinear, EnsembleMLP, GaussianActor, polyak_update_, variance_scaling_
 
 
 def test_mlp_layout_and_init():
@@ -157,3 +157,29 @@ def test_call_frozen_passes_gradient_to_inputs_only():
     out.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert all(p.grad is None for p in critic.parameters())
+
+
+def test_polyak_update_stays_out_of_autograd_and_compiles_once():
+    torch.manual_seed(0)
+    online = MLP(3, (8,), 1)
+    target = MLP(3, (8,), 1).requires_grad_(False)
+    optimizer = torch.optim.SGD(online.parameters(), lr=0.1)
+    online_params, target_params = list(online.parameters()), list(target.parameters())
+
+    def step(x):
+        loss = online(x).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        polyak_update_(target_params, online_params, 0.25)
+
+    before = [p.clone() for p in target_params]
+    step(torch.randn(4, 3))
+    for old, new, source in zip(before, target_params, online_params, strict=True):
+        torch.testing.assert_close(new, 0.75 * old + 0.25 * source.detach())
+        assert not new.requires_grad and new.grad_fn is None  # no autograd chain from step to step
+    compiled = torch.compile(step)
+    compiled(torch.randn(4, 3))
+    with torch.compiler.set_stance("fail_on_recompile"):  # requires_grad of the targets must not flip
+        compiled(torch.randn(4, 3))
+        compiled(torch.randn(4, 3))

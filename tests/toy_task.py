@@ -33,8 +33,14 @@ deterministic actions; training seeds 0-2), success rate:
     broken (gamma = 0, untrained critic, no Q term) 0.14-0.21.
     The repository's train_iql.py (defaults, 2 x 64) 1.00 x 3 seeds, with --discount 0 0.00, --alpha 0 0.17;
     train_sacbc.py --alpha 3 0.96-1.00, with --discount 0 0.07; its default alpha 300 is all BC here (0.18).
+    train_fql.py --alpha 3 0.87-0.93 (alpha 1 0.88-1.00, 10 0.39, default 300 0.14: all distillation at this Q scale),
+    with --discount 0 0.13, --alpha 10000 0.13; --alpha 0 (no distillation) still 0.88.
+    train_fan.py --alpha1 1 0.95-0.99 (alpha1 3 0.84, 10 0.29, default 100 0.08), with --discount 0 0.12,
+    --alpha1 10000 0.08; --alpha1 0 (no anchoring) 0.52.
 Not caught by this task (leave them to the loss tests): ignoring the mask, and bootstrapping from V(s) instead of
-V(s') (IQL still reaches 1.00 with either, even after 10000 steps).
+V(s') (IQL still reaches 1.00 with either, even after 10000 steps); a missing behaviour regulariser (the task has no
+out-of-distribution trap); FQL distilling toward the flow at a different noise than the policy's (1.00); FAN's
+critic conditioned on fresh noise instead of the one that made a' (0.99).
 A learning test should assert success >= PASS_SUCCESS. On CPU, train with one torch thread (`OMP_NUM_THREADS=1`):
 with two threads these tiny updates ran about 7 times slower on the 2-core machine above.
 """

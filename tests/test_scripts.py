@@ -1,0 +1,164 @@
+"""Behaviour every train_<algo>.py shares (SCRIPTS.md), run as subprocesses the way a user runs them.
+
+End to end on both dataset families (eager and compiled), results.json and TensorBoard contents, resume equal to an
+uninterrupted run, SIGTERM, the NaN guard, bad-input messages and `--help`.
+"""
+
+import importlib
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.helpers import REPO_ROOT, read_scalars, run_full_and_resumed, run_script, run_tiny_ogbench
+
+TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2"]
+# script -> (scalars it logs at every log step, flags exercising its options in the Minari run)
+SCRIPTS = {
+    "train_iql.py": (("loss/critic", "loss/value", "loss/actor", "val/critic", "critic/q_mean"),
+                     ["--actor-loss", "ddpgbc", "--actor-cosine-decay"]),
+    "train_sacbc.py": (("loss/critic", "loss/actor", "loss/temperature", "val/critic", "actor/temperature"), []),
+    "train_fql.py": (("loss/critic", "loss/actor", "loss/flow", "loss/distill", "val/critic", "val/flow", "actor/mse"),
+                     ["--q-agg", "min", "--normalize-q-loss", "--flow-steps", "3"]),
+    "train_fan.py": (("loss/critic", "loss/z", "loss/actor", "loss/anchor", "val/critic", "val/z", "critic/z_mean"),
+                     ["--z-agg", "min", "--normalize-value-loss", "--alpha2", "0.1"]),
+    "train_idql.py": (("loss/critic", "loss/value", "loss/diffusion", "val/critic", "val/diffusion", "critic/q_mean"),
+                      ["--extraction", "resample", "--denoiser-activation", "mish"]),
+}  # fmt: skip
+# extra flags that make a script's networks tiny too
+TINY_EXTRA = {"train_idql.py": ["--denoiser-hidden-dim", "32", "--denoiser-time-dim", "16", "--num-candidates", "4"]}
+
+
+def tiny(script: str) -> list[str]:
+    return [*TINY, *TINY_EXTRA.get(script, [])]
+
+
+ROW_KEYS = {"step", "success", "return", "normalized_score", "episode_length", "wall_time"}
+
+
+def algo(script: str) -> str:
+    return script.removeprefix("train_").removesuffix(".py")
+
+
+def check_results(run_dir, script, env_name, steps, ogbench: bool) -> dict:
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["algo"] == algo(script) and results["env_name"] == env_name and results["status"] == "finished"
+    assert [e["step"] for e in results["evals"]] == steps
+    for row in results["evals"]:
+        assert set(row) == ROW_KEYS
+        if ogbench:  # success rate; OGBench has no reference scores
+            assert 0.0 <= row["success"] <= 1.0 and row["normalized_score"] is None
+        else:  # Minari: no success signal, a normalized score from the dataset's reference scores
+            assert row["success"] is None and row["normalized_score"] is not None
+    assert results["train_steps_per_second"] > 0 and results["compile_seconds"] is not None
+    assert (run_dir / "checkpoint.pt").is_file()
+    return results
+
+
+@pytest.mark.parametrize("compile_flag", ["--no-compile", "--compile"])
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_end_to_end_ogbench(script, compile_flag, ogbench_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_tiny_ogbench(script, ogbench_dir, run_dir, compile_flag, *tiny(script))
+    assert "final score at step 20" in result.stdout and str(run_dir) in result.stdout
+    check_results(run_dir, script, "cube-single-play-singletask-task1-v0", [0, 10, 20], ogbench=True)
+    scalars = read_scalars(run_dir)
+    for tag in (*SCRIPTS[script][0], "time/steps_per_second"):
+        assert sorted(scalars[tag]) == [5, 10, 15, 20], tag
+    assert sorted(scalars["eval/success"]) == [0, 10, 20]
+
+
+@pytest.mark.parametrize("compile_flag", ["--no-compile", "--compile"])
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_end_to_end_minari(script, compile_flag, minari_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    run_script(
+        script, "--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), "--total-steps", "10",
+        "--eval-every", "10", "--log-every", "5", "--run-dir", str(run_dir), compile_flag, *SCRIPTS[script][1],
+        *tiny(script),
+    )  # fmt: skip
+    check_results(run_dir, script, "test/pendulum/random-v0", [0, 10], ogbench=False)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_resume_matches_uninterrupted_run(script, minari_dir, tmp_path):
+    by_file = script in ("train_iql.py", "train_fql.py")  # --resume takes a checkpoint file or a run dir: test both
+    # the first part stops by --total-steps 10, which would also shorten a schedule that spans --total-steps
+    extra = ["--no-actor-cosine-decay"] if script == "train_idql.py" else []
+    full, part = run_full_and_resumed(
+        script, minari_dir, tmp_path, *tiny(script), *extra, resume_checkpoint_file=by_file
+    )
+    full_scalars, part_scalars = read_scalars(full), read_scalars(part)
+    for tag in (tag for tag in SCRIPTS[script][0] if not tag.startswith("val/")):  # the Minari set has no val split
+        assert part_scalars[tag] == full_scalars[tag], tag  # every step 5..30, exactly
+    strip = lambda evals: [{k: v for k, v in e.items() if k != "wall_time"} for e in evals]  # noqa: E731
+    full_evals = json.loads((full / "results.json").read_text())["evals"]
+    part_evals = json.loads((part / "results.json").read_text())["evals"]
+    assert strip(part_evals) == strip(full_evals) and [e["step"] for e in full_evals] == [0, 10, 20, 30]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_explains_every_flag(script):
+    module = importlib.import_module(script.removesuffix(".py"))
+    result = run_script(script, "--help")
+    for field in module.Args.__dataclass_fields__:
+        assert "--" + field.replace("_", "-") in result.stdout, field
+    assert "(default: " in result.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_sigterm_saves_and_resume_finishes(script, minari_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    common = ["--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), "--no-compile",
+              "--eval-every", "500000", "--log-every", "100", *tiny(script)]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / script), *common, "--total-steps", "1000000", "--run-dir", str(run_dir)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not (run_dir / "results.json").exists() and time.time() < deadline:  # written by the step-0 evaluation
+        time.sleep(0.2)
+    time.sleep(2.0)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "interrupted at step" in stdout and "--resume" in stdout
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "interrupted" and results["final_step"] > 0
+    step = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]
+    assert step == results["final_step"]
+    resumed = run_script(script, *common, "--total-steps", str(step + 5), "--resume", str(run_dir))
+    assert f"final score at step {step + 5}" in resumed.stdout
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_nan_loss_stops_the_run_naming_the_loss(script, minari_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_script(
+        script, "--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), "--no-compile",
+        "--total-steps", "200", "--eval-every", "1000", "--log-every", "10", "--save-every", "1000",
+        "--run-dir", str(run_dir), "--lr", "1e12", "--no-layer-norm", *tiny(script), check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "became nan" in result.stderr or "became inf" in result.stderr
+    assert "between steps" in result.stderr and "Traceback" not in result.stderr
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "failed"
+    assert not (run_dir / "checkpoint.pt").exists()  # nothing non-finite was saved
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_bad_input_messages(script, tmp_path):
+    result = run_script(script, "--env-name", "hopper-medium-v2", check=False)
+    assert result.returncode == 1 and "Unknown dataset name" in result.stderr and "Traceback" not in result.stderr
+    result = run_script(script, "--total-steps", "0", check=False)
+    assert "--total-steps must be positive" in result.stderr
+    result = run_script(script, "--resume", str(tmp_path / "missing.pt"), "--dataset-dir", str(tmp_path),
+                        "--generate-episodes", "1", check=False)  # fmt: skip
+    assert result.returncode == 1 and "no such checkpoint" in result.stderr

@@ -1,0 +1,337 @@
+"""Flow Q-Learning (FQL), offline, with the update compiled by torch.compile.
+
+A BC flow v(s, x_t, t) models the behaviour actions; a one-step policy mu(s, z) is distilled from it and steered by Q:
+    flow     L_flow = E[ ||v(s, x_t, t) - (a - x0)||^2 ],  x0 ~ N(0, I), t ~ U[0, 1], x_t = (1 - t) x0 + t a
+    distill  L_d    = E[ ||mu(s, z) - sg(clip(flow(s, z)))||^2 ],  flow(s, z): 10 Euler steps of v from z ~ N(0, I)
+    actor    L_pi   = L_flow + alpha * L_d - E[ mean_i Q_i(s, clip(mu(s, z))) ]   (mu's output unclipped in L_d)
+    critic   L_Q    = E[ (Q_i(s, a) - y)^2 ],  y = r + gamma * mask * mean_j Qbar_j(s', clip(mu(s', z')))
+alpha is the distillation (behaviour-regularisation) knob: 300 on cube-single/cube-double/scene, 1000 on puzzle,
+10 on antmaze and antsoccer. Evaluation acts with clip(mu(s, z)), z ~ N(0, I): one network call, no ODE.
+
+Paper: Park, Li, Levine, "Flow Q-Learning", https://arxiv.org/abs/2502.02538
+Usage: python train_fql.py --env-name cube-single-play-singletask-task1-v0 --alpha 300
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import tyro
+from tqdm import tqdm
+
+from offrl.datasets import DatasetError, load_dataset, sample_batch
+from offrl.evaluation import evaluate
+from offrl.losses import flow_matching_loss
+from offrl.networks import MLP, EnsembleMLP, call_frozen, polyak_update_
+from offrl.runs import (
+    NonFiniteLossError,
+    RunLogger,
+    StopRequest,
+    check_finite,
+    compile_update,
+    default_run_dir,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+    seed_everything,
+)
+
+
+@dataclass
+class Args:
+    env_name: str = "cube-single-play-singletask-task1-v0"
+    """dataset: an OGBench single-task name or a Minari id (e.g. mujoco/hopper/medium-v0)"""
+    dataset_dir: str | None = None
+    """where datasets live (default: ~/.ogbench/data for OGBench, Minari's own folder for Minari)"""
+    generate_episodes: int | None = None
+    """OGBench: train on a small locally generated set of this many episodes (quick runs) instead of the official"""
+    seed: int = 0
+    """random seed (networks, sampling; evaluation seeds are derived from it but never equal training seeds)"""
+    device: str = "auto"
+    """torch device; auto = cuda when available, else cpu"""
+    total_steps: int = 1_000_000
+    """gradient steps"""
+    batch_size: int = 256
+    """transitions per gradient step"""
+    eval_every: int = 100_000
+    """evaluate every this many steps (and at step 0 and at the end)"""
+    eval_episodes: int = 50
+    """episodes per evaluation"""
+    eval_envs: int = 8
+    """environments run side by side during evaluation"""
+    log_every: int = 5_000
+    """read metrics back from the device, log them and check them for NaN every this many steps"""
+    compile: bool = True
+    """compile the update with torch.compile"""
+    cudagraphs: bool = False
+    """also capture the compiled update in CUDA graphs (CUDA only; ignored with a warning on CPU)"""
+    run_dir: str | None = None
+    """where this run writes (default: runs/<env>__fql__<seed>__<time>)"""
+    save_every: int = 100_000
+    """checkpoint every this many steps (and at the end)"""
+    resume: str | None = None
+    """continue an interrupted run from this checkpoint (or run directory); the run directory is reused"""
+    video: bool = False
+    """record the first episode of each evaluation to <run_dir>/videos (set MUJOCO_GL=egl when headless)"""
+
+    # Algorithm
+    discount: float = 0.99
+    """discount gamma (0.995 for antsoccer and humanoidmaze)"""
+    tau: float = 0.005
+    """target critic Polyak rate, every step"""
+    lr: float = 3e-4
+    """Adam learning rate (one optimizer over the flow, the one-step policy and the critic)"""
+    hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    """hidden layer widths of the BC flow, the one-step policy and the critics"""
+    layer_norm: bool = True
+    """LayerNorm in the critics"""
+    actor_layer_norm: bool = False
+    """LayerNorm in the BC flow and the one-step policy"""
+    alpha: float = 300.0
+    """distillation coefficient: 300 cube/scene, 1000 puzzle, 10 antmaze/antsoccer, 30 humanoidmaze (D4RL antmaze 10)"""
+    flow_steps: int = 10
+    """Euler steps of the BC flow that produce the distillation target"""
+    q_agg: Literal["mean", "min"] = "mean"
+    """how the two target critics combine in the backup (min for antmaze-large/giant)"""
+    normalize_q_loss: bool = False
+    """divide the actor's Q term by sg(mean |Q|)"""
+    reward_mode: Literal["auto", "none", "antmaze", "locomotion"] = "auto"
+    """reward processing: auto (per dataset family), none, antmaze (r - 1), locomotion (1000 / return range)"""
+
+
+def euler_flow(flow: torch.nn.Module, obs: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
+    """Integrate dx/dt = v(s, x, t) from x = noise at t = 0 to t = 1 with `steps` Euler steps, then clip.
+
+    obs (B, S), noise (B, A) -> actions (B, A) in [-1, 1].
+    """
+    actions = noise
+    for i in range(steps):
+        t = torch.full_like(noise[:, :1], i / steps)
+        actions = actions + flow(torch.cat([obs, actions, t], -1)) / steps
+    return actions.clamp(-1.0, 1.0)
+
+
+def fql_losses(batch: dict[str, torch.Tensor], nets: dict[str, torch.nn.Module], args: Args):
+    """The FQL losses on one batch. Returns (total loss, detached metrics).
+
+    batch: observations (B, S), actions (B, A), rewards (B,), next_observations (B, S), masks (B,).
+    nets: flow v(concat[s, x_t, t]) -> (B, A), actor mu(concat[s, z]) -> (B, A), critic (2 heads -> (2, B)),
+    target_critic.
+    """
+    obs, actions, next_obs = batch["observations"], batch["actions"], batch["next_observations"]
+    # L_Q = E[(Q_i(s, a) - y)^2],  y = r + gamma * mask * agg_j Qbar_j(s', clip(mu(s', z'))),  mean over heads
+    with torch.no_grad():
+        next_actions = nets["actor"](torch.cat([next_obs, torch.randn_like(actions)], -1)).clamp(-1.0, 1.0)
+        next_qs = nets["target_critic"](torch.cat([next_obs, next_actions], -1)).squeeze(-1)
+        next_q = next_qs.min(0).values if args.q_agg == "min" else next_qs.mean(0)
+        target = batch["rewards"] + args.discount * batch["masks"] * next_q
+    q = nets["critic"](torch.cat([obs, actions], -1)).squeeze(-1)
+    critic_loss = (q - target).square().mean()
+
+    # L_flow = E[||v(s, x_t, t) - (a - x0)||^2],  x0 ~ N(0, I), t ~ U[0, 1], x_t = (1 - t) x0 + t a
+    x0, t = torch.randn_like(actions), torch.rand_like(actions[:, :1])
+    flow_loss = flow_matching_loss(nets["flow"], obs, actions, x0, t)
+    # L_d = E[||mu(s, z) - sg(clip(flow(s, z)))||^2]: the policy's own output is not clipped here
+    noise = torch.randn_like(actions)
+    with torch.no_grad():
+        flow_actions = euler_flow(nets["flow"], obs, noise, args.flow_steps)
+    policy_actions = nets["actor"](torch.cat([obs, noise], -1))
+    distill_loss = (policy_actions - flow_actions).square().mean()
+    # -E[mean_i Q_i(s, clip(mu(s, z)))], the critic frozen (its parameters learn from L_Q only)
+    policy_q = call_frozen(nets["critic"], torch.cat([obs, policy_actions.clamp(-1.0, 1.0)], -1)).squeeze(-1).mean(0)
+    q_loss = -policy_q.mean()
+    if args.normalize_q_loss:
+        q_loss = q_loss / policy_q.abs().mean().detach()
+    actor_loss = flow_loss + args.alpha * distill_loss + q_loss
+
+    metrics = {
+        "loss/critic": critic_loss,
+        "loss/actor": actor_loss,
+        "loss/flow": flow_loss,
+        "loss/distill": distill_loss,
+        "loss/q": q_loss,
+        "critic/q_mean": q.mean(),
+        "critic/q_max": q.max(),
+        "critic/q_min": q.min(),
+        "actor/policy_q": policy_q.mean(),
+        "actor/mse": (policy_actions.detach().clamp(-1.0, 1.0) - actions).square().mean(),
+    }
+    return critic_loss + actor_loss, {k: v.detach() for k, v in metrics.items()}
+
+
+def build_networks(obs_dim: int, action_dim: int, args: Args, device: torch.device) -> dict[str, torch.nn.Module]:
+    """BC flow v(s, x_t, t), one-step policy mu(s, z), twin critic ensemble with its target copy."""
+    critic = EnsembleMLP(2, obs_dim + action_dim, args.hidden_dims, 1, layer_norm=args.layer_norm)
+    nets = {
+        "flow": MLP(obs_dim + action_dim + 1, args.hidden_dims, action_dim, layer_norm=args.actor_layer_norm),
+        "actor": MLP(obs_dim + action_dim, args.hidden_dims, action_dim, layer_norm=args.actor_layer_norm),
+        "critic": critic,
+        "target_critic": copy.deepcopy(critic).requires_grad_(False),
+    }
+    return {name: net.to(device) for name, net in nets.items()}
+
+
+def main(args: Args) -> int:
+    positive = ("total_steps", "batch_size", "eval_every", "eval_episodes", "eval_envs", "log_every", "save_every")
+    for name in (*positive, "flow_steps"):
+        if getattr(args, name) <= 0:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.resume and not (Path(args.resume).is_file() or (Path(args.resume) / "checkpoint.pt").is_file()):
+        raise SystemExit(f"error: --resume {args.resume}: no such checkpoint file (or run directory with one).")
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    try:
+        data = load_dataset(
+            args.env_name,
+            dataset_dir=args.dataset_dir,
+            device=device,
+            reward_mode=args.reward_mode,
+            generate_episodes=args.generate_episodes,
+        )
+    except (DatasetError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    train, val = data.train, data.val
+
+    nets = build_networks(data.observation_dim, data.action_dim, args, device)
+    optimizer = torch.optim.Adam(
+        [p for name in ("flow", "actor", "critic") for p in nets[name].parameters()],
+        lr=args.lr,
+        capturable=device.type == "cuda",
+    )
+    critic_params = list(nets["critic"].parameters())
+    target_params = list(nets["target_critic"].parameters())
+
+    def update() -> dict[str, torch.Tensor]:
+        batch = sample_batch(train, args.batch_size)
+        loss, metrics = fql_losses(batch, nets, args)
+        optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        optimizer.step()
+        polyak_update_(target_params, critic_params, args.tau)  # Qbar <- (1 - tau) Qbar + tau Q
+        return metrics
+
+    def validation_metrics() -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            _, metrics = fql_losses(sample_batch(val, args.batch_size), nets, args)
+        return {f"val/{k.split('/', 1)[1]}": v for k, v in metrics.items() if k.startswith("loss/")}
+
+    update_step = compile_update(update, args.compile, args.cudagraphs, device)
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(obs.shape[0], data.action_dim, device=obs.device)
+        return nets["actor"](torch.cat([obs, noise], -1)).clamp(-1.0, 1.0)
+
+    checkpointed = {**nets, "optimizer": optimizer}
+    start_step = 0
+    if args.resume:
+        payload = load_checkpoint(args.resume, checkpointed, device)
+        start_step = payload["step"]
+        run_dir = payload["run_dir"]
+    else:
+        run_dir = str(args.run_dir or default_run_dir(args.env_name, "fql", args.seed))
+    logger = RunLogger(run_dir, "fql", args.env_name, dataclasses.asdict(args), resume_step=start_step or None)
+    print(f"[fql] {data.name}: {len(data):,} transitions ({data.metadata['source']}), run dir {run_dir}", flush=True)
+
+    ref_scores = None
+    if data.metadata["ref_min_score"] is not None:
+        ref_scores = (data.metadata["ref_min_score"], data.metadata["ref_max_score"])
+
+    def run_evaluation(step: int) -> dict:
+        start = time.perf_counter()
+        video = f"{run_dir}/videos/step_{step}.mp4" if args.video else None
+        for net in nets.values():
+            net.eval()
+        result = evaluate(
+            policy,
+            data.make_env,
+            args.eval_episodes,
+            num_envs=args.eval_envs,
+            seed=args.seed,
+            device=device,
+            ref_scores=ref_scores,
+            video_path=video,
+        )
+        for net in nets.values():
+            net.train()
+        logger.scalars(step, {"time/eval_seconds": time.perf_counter() - start})
+        return logger.evaluation(step, result, wall_time=time.perf_counter() - wall_start)
+
+    def save(step: int) -> None:
+        save_checkpoint(f"{run_dir}/checkpoint.pt", step, checkpointed, run_dir=run_dir, args=dataclasses.asdict(args))
+
+    wall_start = time.perf_counter()
+    last_eval = run_evaluation(0) if start_step == 0 else (logger.results["evals"] or [None])[-1]
+    train_seconds, compile_seconds, timed_steps = 0.0, None, 0
+    last_checked = start_step
+    step = start_step
+    status, exit_code = "finished", 0
+    bar = tqdm(total=args.total_steps, initial=start_step, desc="fql", dynamic_ncols=True, file=sys.stdout)
+    with StopRequest() as stop:
+        try:
+            interval_start = time.perf_counter()
+            while step < args.total_steps:
+                if stop.requested:
+                    break
+                metrics = update_step()
+                step += 1
+                if compile_seconds is None:  # the first call compiles; keep it out of the throughput
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    compile_seconds = time.perf_counter() - interval_start
+                    interval_start = time.perf_counter()
+                else:
+                    timed_steps += 1
+                bar.update(1)
+                log_now = step % args.log_every == 0 or step == args.total_steps
+                eval_now = step % args.eval_every == 0 or step == args.total_steps
+                save_now = step % args.save_every == 0 or step == args.total_steps
+                if log_now or save_now or eval_now:
+                    values = {k: v.item() for k, v in metrics.items()}  # the only host sync: here
+                    train_seconds += time.perf_counter() - interval_start
+                    check_finite(values, step, last_checked)
+                    last_checked = step
+                    if log_now:
+                        steps_per_second = timed_steps / max(train_seconds, 1e-9)
+                        if val is not None:
+                            values.update({k: v.item() for k, v in validation_metrics().items()})
+                        values["time/steps_per_second"] = steps_per_second
+                        logger.scalars(step, values)
+                        bar.set_postfix(sps=f"{steps_per_second:.0f}", refresh=False)
+                    if eval_now:
+                        last_eval = run_evaluation(step)
+                        score = last_eval["success"] if last_eval["success"] is not None else last_eval["return"]
+                        bar.set_postfix(sps=f"{timed_steps / max(train_seconds, 1e-9):.0f}", score=f"{score:.3f}")
+                    if save_now:
+                        save(step)
+                    interval_start = time.perf_counter()
+        except NonFiniteLossError as error:
+            status, exit_code = "failed", 1
+            print(f"\n[fql] error: {error}", file=sys.stderr, flush=True)
+        bar.close()
+        if stop.requested:
+            save(step)
+            status, exit_code = "interrupted", 128 + stop.signal
+            print(f"\n[fql] interrupted at step {step}; checkpoint saved. Continue with --resume {run_dir}")
+    logger.write_results(
+        status=status,
+        final_step=step,
+        train_steps_per_second=timed_steps / max(train_seconds, 1e-9),
+        compile_seconds=compile_seconds,
+        dataset=data.metadata,
+    )
+    logger.close()
+    if last_eval is not None and status == "finished":
+        score = {k: last_eval[k] for k in ("success", "return", "normalized_score") if last_eval[k] is not None}
+        print(f"[fql] final score at step {step}: {score}; run dir {run_dir}", flush=True)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main(tyro.cli(Args)))
