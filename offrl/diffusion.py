@@ -22,7 +22,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
-from offrl.networks import MLP, _linear
+from offrl.networks import MLP, glorot_linear
 
 __all__ = [
     "DDPMSchedule",
@@ -149,9 +149,9 @@ class ResidualBlock(nn.Module):
         self.net = nn.Sequential(
             nn.Dropout(dropout),
             nn.LayerNorm(hidden_dim),
-            _linear(hidden_dim, 4 * hidden_dim),
+            glorot_linear(hidden_dim, 4 * hidden_dim),
             activation(),
-            _linear(4 * hidden_dim, hidden_dim),
+            glorot_linear(4 * hidden_dim, hidden_dim),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,9 +195,9 @@ class LNResNetDenoiser(nn.Module):
         act = _ACTIVATIONS[activation]
         self.time_features = FourierFeatures(time_dim)
         self.time_mlp = MLP(time_dim, (2 * time_dim,), 2 * time_dim, activation=act)
-        self.input = _linear(action_dim + obs_dim + 2 * time_dim, hidden_dim)
+        self.input = glorot_linear(action_dim + obs_dim + 2 * time_dim, hidden_dim)
         self.blocks = nn.Sequential(*(ResidualBlock(hidden_dim, dropout, act) for _ in range(num_blocks)))
-        self.output = nn.Sequential(act(), _linear(hidden_dim, action_dim))
+        self.output = nn.Sequential(act(), glorot_linear(hidden_dim, action_dim))
 
     def forward(self, obs: torch.Tensor, noisy_actions: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """obs (B, S), noisy_actions (B, A), t (B,) -> predicted noise (B, A)."""

@@ -22,6 +22,7 @@ __all__ = [
     "EnsembleMLP",
     "GaussianActor",
     "call_frozen",
+    "glorot_linear",
     "polyak_update_",
     "variance_scaling_",
 ]
@@ -42,7 +43,8 @@ def variance_scaling_(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         return weight.uniform_(-limit, limit)
 
 
-def _linear(in_dim: int, out_dim: int, init_scale: float = 1.0) -> nn.Linear:
+def glorot_linear(in_dim: int, out_dim: int, init_scale: float = 1.0) -> nn.Linear:
+    """`nn.Linear(in_dim, out_dim)` with variance-scaling(init_scale, fan_avg, uniform) weights and zero biases."""
     layer = nn.Linear(in_dim, out_dim)
     variance_scaling_(layer.weight, init_scale)
     nn.init.zeros_(layer.bias)
@@ -76,12 +78,12 @@ class MLP(nn.Module):
         layers: list[nn.Module] = []
         dim = in_dim
         for width in hidden_dims:
-            layers += [_linear(dim, width), activation()]
+            layers += [glorot_linear(dim, width), activation()]
             if layer_norm:
                 layers.append(nn.LayerNorm(width))
             dim = width
         if out_dim is not None:
-            layers.append(_linear(dim, out_dim, final_init_scale))
+            layers.append(glorot_linear(dim, out_dim, final_init_scale))
         self.out_dim = dim if out_dim is None else out_dim
         self.net = nn.Sequential(*layers)
 
@@ -197,9 +199,9 @@ class GaussianActor(nn.Module):
         self.log_std_min = log_std_min
         self.log_std_max = log_std_max
         self.trunk = MLP(obs_dim, hidden_dims, None, activation)
-        self.mean_head = _linear(hidden_dims[-1], action_dim, mean_init_scale)
+        self.mean_head = glorot_linear(hidden_dims[-1], action_dim, mean_init_scale)
         if std == "state":
-            self.log_std_head = _linear(hidden_dims[-1], action_dim, mean_init_scale)
+            self.log_std_head = glorot_linear(hidden_dims[-1], action_dim, mean_init_scale)
         elif std == "learned":
             self.log_std = nn.Parameter(torch.full((action_dim,), float(log_std_init)))
         else:
