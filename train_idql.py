@@ -49,6 +49,8 @@ from offrl.runs import (
     compile_update,
     default_run_dir,
     load_checkpoint,
+    optimizer_options,
+    optimizer_step_for,
     resolve_device,
     save_checkpoint,
     seed_everything,
@@ -245,17 +247,19 @@ def main(args: Args) -> int:
             {"params": list(nets["denoiser"].parameters()), "lr": actor_lr, "weight_decay": args.actor_weight_decay},
         ],
         lr=args.lr,
-        capturable=device.type == "cuda",
+        **optimizer_options(device),
     )
     critic_params, target_params = list(nets["critic"].parameters()), list(nets["target_critic"].parameters())
     denoiser_params, ema_params = list(nets["denoiser"].parameters()), list(nets["ema_denoiser"].parameters())
+
+    optimizer_step = optimizer_step_for(optimizer, device)
 
     def update() -> dict[str, torch.Tensor]:
         batch = sample_batch(train, args.batch_size)
         loss, metrics = idql_losses(batch, nets, schedule, args)
         optimizer.zero_grad(set_to_none=False)
         loss.backward()
-        optimizer.step()
+        optimizer_step()
         polyak_update_(target_params, critic_params, args.tau)  # Qbar <- (1 - tau) Qbar + tau Q
         polyak_update_(ema_params, denoiser_params, args.ema_rate)  # EMA <- (1 - rate) EMA + rate theta
         return metrics
@@ -289,7 +293,6 @@ def main(args: Args) -> int:
     ref_scores = None
     if data.metadata["ref_min_score"] is not None:
         ref_scores = (data.metadata["ref_min_score"], data.metadata["ref_max_score"])
-    eval_time = {"seconds": 0.0, "episodes": 0}
 
     def run_evaluation(step: int) -> dict:
         # No train/eval switching: the policy only runs the EMA denoiser (always in eval mode) and the critics.
@@ -306,10 +309,7 @@ def main(args: Args) -> int:
             video_path=video,
         )
         seconds = time.perf_counter() - start
-        eval_time["seconds"] += seconds
-        eval_time["episodes"] += args.eval_episodes
-        logger.scalars(step, {"time/eval_seconds": seconds})
-        return logger.evaluation(step, result, wall_time=time.perf_counter() - wall_start)
+        return logger.evaluation(step, result, wall_time=time.perf_counter() - wall_start, seconds=seconds)
 
     def save(step: int) -> None:
         save_checkpoint(f"{run_dir}/checkpoint.pt", step, checkpointed, run_dir=run_dir, args=dataclasses.asdict(args))
@@ -380,7 +380,6 @@ def main(args: Args) -> int:
         final_step=step,
         train_steps_per_second=timed_steps / max(train_seconds, 1e-9),
         compile_seconds=compile_seconds,
-        eval_seconds_per_episode=eval_time["seconds"] / eval_time["episodes"] if eval_time["episodes"] else None,
         dataset=data.metadata,
     )
     logger.close()

@@ -38,6 +38,8 @@ from offrl.runs import (
     compile_update,
     default_run_dir,
     load_checkpoint,
+    optimizer_options,
+    optimizer_step_for,
     resolve_device,
     save_checkpoint,
     seed_everything,
@@ -191,17 +193,19 @@ def main(args: Args) -> int:
     optimizer = torch.optim.Adam(
         [p for name in ("critic", "actor", "log_temperature") for p in nets[name].parameters()],
         lr=args.lr,
-        capturable=device.type == "cuda",
+        **optimizer_options(device),
     )
     critic_params = list(nets["critic"].parameters())
     target_params = list(nets["target_critic"].parameters())
+
+    optimizer_step = optimizer_step_for(optimizer, device)
 
     def update() -> dict[str, torch.Tensor]:
         batch = sample_batch(train, args.batch_size)
         loss, metrics = sacbc_losses(batch, nets, args)
         optimizer.zero_grad(set_to_none=False)
         loss.backward()
-        optimizer.step()
+        optimizer_step()
         polyak_update_(target_params, critic_params, args.tau)  # Qbar <- (1 - tau) Qbar + tau Q
         return metrics
 
@@ -247,8 +251,8 @@ def main(args: Args) -> int:
         )
         for net in nets.values():
             net.train()
-        logger.scalars(step, {"time/eval_seconds": time.perf_counter() - start})
-        return logger.evaluation(step, result, wall_time=time.perf_counter() - wall_start)
+        seconds = time.perf_counter() - start
+        return logger.evaluation(step, result, wall_time=time.perf_counter() - wall_start, seconds=seconds)
 
     def save(step: int) -> None:
         save_checkpoint(f"{run_dir}/checkpoint.pt", step, checkpointed, run_dir=run_dir, args=dataclasses.asdict(args))

@@ -328,7 +328,7 @@ def evaluate(
     device: str | torch.device = "cpu",
     ref_scores: tuple[float, float] | None = None,
     video_path: str | os.PathLike | None = None,
-    asynchronous: bool = False,
+    asynchronous: bool | None = None,
 ) -> dict[str, float | None]:
     """Run `num_episodes` episodes of `policy` on vectorized copies of `make_env()` and average their results.
 
@@ -354,14 +354,15 @@ def evaluate(
             path with the suffix .gif). The replay does not enter the results; with a stochastic policy it is a fresh
             sample from the same initial state. Any rendering failure is a warning, never an error.
         asynchronous: run the environments in worker processes (`gymnasium.vector.AsyncVectorEnv`) instead of in
-            this process (`SyncVectorEnv`).
+            this process (`SyncVectorEnv`); None (default) does so when the machine has a core to spare per
+            environment, i.e. more CPU cores than environments. The results are the same either way.
 
     Returns:
         "success": mean of `info["success"]` at the episodes' last step, over the episodes whose env reported one
         (None if none did; OGBench and gymnasium-robotics mazes report it, MuJoCo locomotion does not),
         "return": mean undiscounted return, "normalized_score": `normalized_score(mean return, *ref_scores)` or
-        None, "episode_length": mean length, "num_episodes", and "env_steps_per_second": counted episode steps
-        per second of wall time, policy and resets included.
+        None, "episode_length": mean length, "num_episodes", "env_steps_per_second": counted episode steps
+        per second of wall time, policy and resets included, and "asynchronous": whether worker processes ran them.
     """
     if num_episodes <= 0:
         raise ValueError(f"num_episodes must be positive, got {num_episodes}")
@@ -371,6 +372,8 @@ def evaluate(
     seeds = episode_seeds(seed, num_episodes)
     env_fns = [functools.partial(_make_flat_env, make_env)] * min(num_envs, num_episodes)
     disabled = gymnasium.vector.AutoresetMode.DISABLED
+    if asynchronous is None:
+        asynchronous = len(env_fns) > 1 and (os.cpu_count() or 1) > len(env_fns)
     with _seeded_torch_rng(seeds[0], device), _single_threaded_cpu(device):
         if asynchronous:
             envs = gymnasium.vector.AsyncVectorEnv(env_fns, context=_ASYNC_START_METHOD, autoreset_mode=disabled)
@@ -392,4 +395,5 @@ def evaluate(
         "episode_length": float(np.mean(episodes["length"])),
         "num_episodes": num_episodes,
         "env_steps_per_second": float(np.sum(episodes["length"]) / episodes["seconds"]),
+        "asynchronous": asynchronous,
     }

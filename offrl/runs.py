@@ -100,6 +100,27 @@ def compile_update(
     return torch.compile(fn, mode="reduce-overhead" if cudagraphs else None, dynamic=False)
 
 
+def optimizer_options(device: torch.device) -> dict[str, bool]:
+    """Keyword arguments for `torch.optim.Adam`/`AdamW` that suit the device and a compiled update.
+
+    CUDA: `capturable=True`, so the step counts live on the GPU and the step can run inside CUDA graphs.
+    CPU: `fused=True`, one fused kernel over all parameters; the default there is a Python loop over the parameter
+    tensors, several times slower at 4 x 512 sizes (about 14 ms against 3 ms per step for IQL's 3.2M parameters).
+    Both accept learning rates held in tensors, which the scripts use for schedules.
+    """
+    return {"capturable": True} if device.type == "cuda" else {"fused": True}
+
+
+def optimizer_step_for(optimizer: torch.optim.Optimizer, device: torch.device) -> Callable[[], Any]:
+    """`optimizer.step` as a compiled update should call it.
+
+    CUDA: the step itself, which torch.compile traces into the update's graph (and CUDA graphs capture).
+    CPU: the fused kernel run eagerly (`torch.compiler.disable`): torch.compile's traced version of the CPU step was
+    slower than the fused kernel it replaces (IQL on 2 CPU cores: 14.5 against 19.4 updates/s).
+    """
+    return optimizer.step if device.type == "cuda" else torch.compiler.disable(optimizer.step)
+
+
 class NonFiniteLossError(RuntimeError):
     """A loss or metric became NaN or infinite."""
 
@@ -227,6 +248,7 @@ class RunLogger:
             previous = json.loads(self.results_path.read_text())
             self.results["evals"] = [e for e in previous.get("evals", []) if e["step"] <= resume_step]
             self.results.update({k: v for k, v in previous.items() if k not in self.results})
+        self._eval_seconds, self._eval_episodes = 0.0, 0
         self.writer = SummaryWriter(str(self.run_dir), purge_step=resume_step)
         table = "\n".join(f"|{k}|{v}|" for k, v in self.results["args"].items())
         self.writer.add_text("hyperparameters", f"|parameter|value|\n|-|-|\n{table}", 0)
@@ -236,8 +258,19 @@ class RunLogger:
         for name, value in metrics.items():
             self.writer.add_scalar(name, value, step)
 
-    def evaluation(self, step: int, result: Mapping[str, Any], wall_time: float) -> dict[str, Any]:
-        """Record one evaluation (TensorBoard `eval/*` and a row in results.json, rewritten atomically)."""
+    def evaluation(
+        self, step: int, result: Mapping[str, Any], wall_time: float, seconds: float | None = None
+    ) -> dict[str, Any]:
+        """Record one evaluation (TensorBoard `eval/*` and a row in results.json, rewritten atomically).
+
+        `seconds`, the evaluation's own duration, is logged as `time/eval_seconds`, and results.json keeps the mean
+        cost of an episode over this run's evaluations (`eval_seconds_per_episode`, environment creation included).
+        """
+        if seconds is not None and result.get("num_episodes"):
+            self._eval_seconds += seconds
+            self._eval_episodes += result["num_episodes"]
+            self.scalars(step, {"time/eval_seconds": seconds})
+            self.results["eval_seconds_per_episode"] = self._eval_seconds / self._eval_episodes
         row = {
             "step": step,
             "success": result.get("success"),

@@ -100,7 +100,7 @@ make_hopper = functools.partial(gymnasium.make, "Hopper-v5")
 
 
 def without_speed(result):
-    return {key: value for key, value in result.items() if key != "env_steps_per_second"}
+    return {key: value for key, value in result.items() if key not in ("env_steps_per_second", "asynchronous")}
 
 
 def test_episode_seeds_rule():
@@ -221,8 +221,15 @@ def test_evaluate_does_not_depend_on_num_envs():
     assert results[0] == results[1] == results[2]
 
 
+@pytest.mark.parametrize(("cores", "num_envs", "expected"), [(2, 8, False), (16, 8, True), (16, 1, False)])
+def test_evaluate_goes_asynchronous_when_cores_are_spare(monkeypatch, cores, num_envs, expected):
+    monkeypatch.setattr("offrl.evaluation.os.cpu_count", lambda: cores)
+    result = evaluate(lambda obs: torch.zeros(obs.shape[0], 1), CountingEnv, num_envs, num_envs=num_envs, seed=3)
+    assert result["asynchronous"] is expected
+
+
 def test_evaluate_asynchronous_matches_sync():
-    sync = evaluate(hopper_policy, make_hopper, 3, num_envs=2, seed=4)
+    sync = evaluate(hopper_policy, make_hopper, 3, num_envs=2, seed=4, asynchronous=False)
     asynchronous = evaluate(hopper_policy, make_hopper, 3, num_envs=2, seed=4, asynchronous=True)
     assert without_speed(asynchronous) == without_speed(sync)
     expected = expected_episodes(3, 5)

@@ -13,6 +13,7 @@ import time
 
 import pytest
 import torch
+import tyro
 
 from tests.helpers import REPO_ROOT, read_scalars, run_full_and_resumed, run_script, run_tiny_ogbench
 
@@ -55,6 +56,7 @@ def check_results(run_dir, script, env_name, steps, ogbench: bool) -> dict:
         else:  # Minari: no success signal, a normalized score from the dataset's reference scores
             assert row["success"] is None and row["normalized_score"] is not None
     assert results["train_steps_per_second"] > 0 and results["compile_seconds"] is not None
+    assert results["eval_seconds_per_episode"] > 0
     assert (run_dir / "checkpoint.pt").is_file()
     return results
 
@@ -162,3 +164,69 @@ def test_bad_input_messages(script, tmp_path):
     result = run_script(script, "--resume", str(tmp_path / "missing.pt"), "--dataset-dir", str(tmp_path),
                         "--generate-episodes", "1", check=False)  # fmt: skip
     assert result.returncode == 1 and "no such checkpoint" in result.stderr
+
+
+HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_the_update_never_reads_a_tensor_back_to_the_host(script, minari_dir, tmp_path, monkeypatch):
+    """Run the script in this process (eager) with every call of its update guarded: any `.item()`, `.cpu()`,
+    `.tolist()`, `.numpy()`, `bool/float/int(tensor)` made from the script's or offrl's code inside the update fails
+    (on a GPU each would stall the pipeline). Reads at log steps, outside the update, are allowed."""
+    module = importlib.import_module(script.removesuffix(".py"))
+    own_code = (str(REPO_ROOT / script), str(REPO_ROOT / "offrl"))
+    reads, inside = [], [False]
+
+    def guard(name):
+        original = getattr(torch.Tensor, name)
+
+        def guarded(self, *args, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if inside[0] and caller.startswith(own_code):
+                reads.append(f"{name} from {caller}:{sys._getframe(1).f_lineno}")
+            return original(self, *args, **kwargs)
+
+        return guarded
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, guard(name))
+    compile_update = module.compile_update
+
+    def guarded_compile(fn, enabled, cudagraphs, device, name="update"):
+        compiled = compile_update(fn, enabled, cudagraphs, device)
+        if name != "update":
+            return compiled
+
+        def update():
+            inside[0] = True
+            try:
+                return compiled()
+            finally:
+                inside[0] = False
+
+        return update
+
+    monkeypatch.setattr(module, "compile_update", guarded_compile)
+    args = tyro.cli(
+        module.Args,
+        args=[
+            "--env-name",
+            "test/pendulum/random-v0",
+            "--dataset-dir",
+            str(minari_dir),
+            "--no-compile",
+            "--total-steps",
+            "6",
+            "--log-every",
+            "3",
+            "--eval-every",
+            "6",
+            "--run-dir",
+            str(tmp_path / "run"),
+            *tiny(script),
+        ],  # fmt: skip
+    )
+    assert module.main(args) == 0
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["final_step"] == 6
+    assert reads == [], reads

@@ -1,0 +1,193 @@
+"""Training-throughput benchmark of the five scripts: `python -m offrl.bench`.
+
+Each measurement runs a script itself, as a user would (its own compiled update, not a re-implementation), on a
+small regenerated cube-single set (observation 28, action 5) at the script's default sizes (batch 256, 4 x 512
+networks; IDQL's denoiser 256 wide), once per mode:
+    eager      --no-compile
+    compile    --compile                       (torch.compile, default mode)
+    cudagraphs --compile --cudagraphs          (CUDA only: the compiled update replayed as CUDA graphs)
+A run trains `(repeats + 1) * steps` updates and logs every `steps`: the first interval is warm-up (it holds the
+compilation and the first steps after it) and each later interval is one repeat; the table gives the median over
+repeats of updates per second. Those rates come from the script's own TensorBoard log (`time/steps_per_second`,
+cumulative training time with compilation, evaluation and logging excluded), so they are what real runs achieve.
+Compile time is the first update's wall time (`compile_seconds` in results.json). Evaluation cost is the script's
+own measure (`eval_seconds_per_episode`, environment creation included) times 50.
+
+Usage: python -m offrl.bench                      # every script, every mode this machine has
+       python -m offrl.bench --scripts fql --repeats 5 --steps 500 --output bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+SCRIPTS = ("iql", "sacbc", "fql", "fan", "idql")
+MODE_FLAGS = {"eager": ["--no-compile"], "compile": ["--compile"], "cudagraphs": ["--compile", "--cudagraphs"]}
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def interval_rates(steps_per_second: dict[int, float], interval: int) -> list[float]:
+    """Updates/s of each logging interval after the first, from the cumulative rates logged at its ends.
+
+    `steps_per_second` maps a log step k * interval to the cumulative rate timed_steps / train_seconds, where
+    timed_steps = step - 1 (the first, compiling update is not timed). Returns one rate per interval from the second.
+    """
+    steps = sorted(steps_per_second)
+    seconds = {step: (step - 1) / steps_per_second[step] for step in steps}
+    return [interval / (seconds[b] - seconds[a]) for a, b in zip(steps, steps[1:], strict=False)]
+
+
+def read_rates(run_dir: Path) -> dict[int, float]:
+    """The `time/steps_per_second` scalars of a run directory: {step: value}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rates: dict[int, float] = {}
+    for events in sorted(run_dir.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        if "time/steps_per_second" in accumulator.Tags()["scalars"]:
+            rates.update({e.step: e.value for e in accumulator.Scalars("time/steps_per_second")})
+    return rates
+
+
+def measure(script: str, mode: str, args: argparse.Namespace, dataset_dir: Path, work_dir: Path) -> dict:
+    """Run one script in one mode and return its row of the table."""
+    run_dir = work_dir / f"{script}-{mode}"
+    total = (args.repeats + 1) * args.steps
+    command = [
+        sys.executable, str(REPO_ROOT / f"train_{script}.py"), "--device", args.device,
+        "--dataset-dir", str(dataset_dir), "--generate-episodes", str(args.episodes),
+        "--total-steps", str(total), "--log-every", str(args.steps), "--eval-every", str(total),
+        "--eval-episodes", str(args.eval_episodes), "--save-every", str(total), "--run-dir", str(run_dir),
+        *MODE_FLAGS[mode],
+    ]  # fmt: skip
+    start = time.perf_counter()
+    process = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=args.timeout)
+    if process.returncode != 0:
+        tail = "\n".join((process.stdout + process.stderr).strip().splitlines()[-15:])
+        raise RuntimeError(f"train_{script}.py ({mode}) exited {process.returncode}:\n{tail}")
+    results = json.loads((run_dir / "results.json").read_text())
+    rates = interval_rates(read_rates(run_dir), args.steps)
+    return {
+        "script": f"train_{script}.py",
+        "mode": mode,
+        "updates_per_second": statistics.median(rates),
+        "repeats": [round(r, 2) for r in rates],
+        "compile_seconds": results["compile_seconds"],
+        "eval_seconds_per_50_episodes": 50 * results["eval_seconds_per_episode"],
+        "run_seconds": time.perf_counter() - start,
+    }
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    info = {
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return info
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows as a Markdown table, with each mode's speed-up over eager for the same script."""
+    eager = {row["script"]: row["updates_per_second"] for row in rows if row["mode"] == "eager"}
+    lines = [
+        "| script | mode | updates/s (median) | vs eager | compile s | eval s / 50 episodes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ratio = row["updates_per_second"] / eager[row["script"]] if row["script"] in eager else float("nan")
+        lines.append(
+            f"| `{row['script']}` | {row['mode']} | {row['updates_per_second']:,.1f} | {ratio:.2f}x "
+            f"| {row['compile_seconds']:.1f} | {row['eval_seconds_per_50_episodes']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m offrl.bench",
+        description="Training updates per second of each train_<algo>.py in eager, compiled and CUDA-graph modes, "
+        "measured by running the scripts themselves on a small regenerated cube-single set.",
+    )
+    parser.add_argument("--scripts", nargs="+", choices=SCRIPTS, default=list(SCRIPTS), help="scripts to measure")
+    parser.add_argument(
+        "--modes", nargs="+", choices=list(MODE_FLAGS), default=None,
+        help="modes to measure (default: eager and compile, plus cudagraphs on CUDA)",
+    )  # fmt: skip
+    parser.add_argument("--device", default="auto", help="torch device passed to the scripts (default: auto)")
+    parser.add_argument("--steps", type=int, default=None, help="updates per repeat (default: 100 on CPU, 2000 CUDA)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up interval (default: 3)")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes of the regenerated dataset (default: 10)")
+    parser.add_argument(
+        "--eval-episodes", type=int, default=None,
+        help="episodes per evaluation, from which the cost of 50 is given (default: 50 on CUDA, 4 on CPU)",
+    )  # fmt: skip
+    parser.add_argument("--dataset-dir", default=None, help="where the regenerated set goes (default: a temp dir)")
+    parser.add_argument("--output", default="bench.json", help="where the table goes as JSON (default: bench.json)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run (default: 3600)")
+    args = parser.parse_args(argv)
+    cuda = torch.cuda.is_available() if args.device == "auto" else args.device.startswith("cuda")
+    args.modes = args.modes or (["eager", "compile", "cudagraphs"] if cuda else ["eager", "compile"])
+    if "cudagraphs" in args.modes and not cuda:
+        parser.error("--modes cudagraphs needs a CUDA device")
+    args.steps = args.steps or (2000 if cuda else 100)
+    args.eval_episodes = args.eval_episodes or (50 if cuda else 4)
+    for name in ("steps", "repeats", "episodes", "eval_episodes"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    info = machine()
+    print(f"offrl.bench on {info['gpu'] or info['cpu']} ({info['cpu_cores']} cores), torch {info['torch']}")
+    print(f"{args.repeats} repeats x {args.steps} updates after a warm-up of {args.steps}, batch 256, default sizes")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="offrl-bench-") as work:
+        dataset_dir = Path(args.dataset_dir or Path(work) / "data")
+        for script in args.scripts:
+            for mode in args.modes:
+                try:
+                    row = measure(script, mode, args, dataset_dir, Path(work))
+                except (RuntimeError, subprocess.TimeoutExpired) as error:
+                    print(f"error: {error}", file=sys.stderr)
+                    return 1
+                rows.append(row)
+                print(
+                    f"  train_{script}.py {mode:>10}: {row['updates_per_second']:8.1f} updates/s "
+                    f"(repeats {row['repeats']}), compile {row['compile_seconds']:.1f} s",
+                    flush=True,
+                )
+    table = markdown_table(rows)
+    print(table)
+    report = {"machine": info, "config": {k: v for k, v in vars(args).items() if k != "output"}, "rows": rows}
+    Path(args.output).write_text(json.dumps(report, indent=2))
+    print(f"written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

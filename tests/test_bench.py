@@ -1,0 +1,53 @@
+"""offrl.bench: interval rates from the scripts' cumulative logs, and a tiny run of the whole benchmark."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from offrl.bench import interval_rates, markdown_table
+from tests.helpers import REPO_ROOT
+
+
+def test_interval_rates_from_cumulative_logs():
+    # timed steps = step - 1; cumulative train seconds at steps 10, 20, 30: 9, 11, 16 -> intervals of 2 s and 5 s
+    cumulative = {10: 9 / 9.0, 20: 19 / 11.0, 30: 29 / 16.0}
+    assert interval_rates(cumulative, 10) == pytest.approx([10 / 2.0, 10 / 5.0])
+
+
+def test_markdown_table_gives_the_ratio_to_eager():
+    rows = [
+        {"script": "train_fql.py", "mode": "eager", "updates_per_second": 100.0, "compile_seconds": 0.1,
+         "eval_seconds_per_50_episodes": 30.0},
+        {"script": "train_fql.py", "mode": "compile", "updates_per_second": 450.0, "compile_seconds": 40.0,
+         "eval_seconds_per_50_episodes": 31.0},
+    ]  # fmt: skip
+    table = markdown_table(rows)
+    assert "| `train_fql.py` | compile | 450.0 | 4.50x | 40.0 | 31 |" in table
+
+
+def test_bench_runs_the_scripts_and_writes_the_table(ogbench_dir, tmp_path):
+    output = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "offrl.bench", "--scripts", "sacbc", "--modes", "eager", "compile", "--steps", "3",
+         "--repeats", "2", "--episodes", "2", "--eval-episodes", "1", "--dataset-dir", str(ogbench_dir),
+         "--output", str(output)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "| `train_sacbc.py` | compile |" in result.stdout
+    report = json.loads(output.read_text())
+    assert [row["mode"] for row in report["rows"]] == ["eager", "compile"]
+    for row in report["rows"]:
+        assert len(row["repeats"]) == 2 and row["updates_per_second"] > 0 and row["compile_seconds"] > 0
+        assert row["eval_seconds_per_50_episodes"] > 0
+    assert report["machine"]["torch"] and report["config"]["steps"] == 3
+
+
+def test_bench_refuses_cuda_graphs_without_cuda():
+    result = subprocess.run(
+        [sys.executable, "-m", "offrl.bench", "--device", "cpu", "--modes", "cudagraphs"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and "needs a CUDA device" in result.stderr
