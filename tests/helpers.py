@@ -115,3 +115,16 @@ class Constant(nn.Module):
 
     def forward(self, x):
         return (self.values + self.weight).unsqueeze(-1)
+
+
+def hand_batch() -> dict[str, torch.Tensor]:
+    """A two-transition batch for loss tests: observation dim 1, action dim 2; the second transition ends the task
+    (mask 0) and is also the end of a stored trajectory (terminal 1), which must not matter: backups use masks."""
+    return {
+        "observations": torch.tensor([[0.0], [1.0]]),
+        "actions": torch.tensor([[0.5, 0.5], [-1.0, 0.0]]),
+        "rewards": torch.tensor([-1.0, 0.0]),
+        "next_observations": torch.tensor([[2.0], [3.0]]),
+        "masks": torch.tensor([1.0, 0.0]),
+        "terminals": torch.tensor([0.0, 1.0]),
+    }

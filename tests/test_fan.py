@@ -6,7 +6,7 @@ from torch import nn
 
 import train_fan
 from offrl.losses import expectile_loss
-from tests.helpers import Constant
+from tests.helpers import Constant, hand_batch
 
 TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2"]
 S, A = 1, 2  # hand cases: one observation feature, two action dimensions
@@ -52,14 +52,7 @@ def test_flow_anchor_by_hand_gradient_to_actions_not_to_the_flow():
 
 
 def hand_case(policy_actions=((1.5, -0.5), (0.5, 0.25)), flow_velocity=(0.25, -0.5)):
-    batch = {
-        "observations": torch.tensor([[0.0], [1.0]]),
-        "actions": torch.tensor([[0.5, 0.5], [-1.0, 0.0]]),
-        "rewards": torch.tensor([-1.0, 0.0]),
-        "next_observations": torch.tensor([[2.0], [3.0]]),
-        "masks": torch.tensor([1.0, 0.0]),
-        "terminals": torch.tensor([0.0, 1.0]),  # must not matter: the backup uses masks
-    }
+    batch = hand_batch()
     policy = torch.tensor(policy_actions)
     nets = {
         "flow": Recording(lambda x: torch.tensor(flow_velocity).expand(x.shape[0], A)),

@@ -6,6 +6,7 @@ from torch import nn
 
 import train_fql
 from offrl.networks import EnsembleLayerNorm
+from tests.helpers import hand_batch
 
 TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2"]
 
@@ -58,14 +59,7 @@ class LinearCritic(nn.Module):
 
 
 def hand_case(policy_actions, flow_velocity=5.0):
-    batch = {
-        "observations": torch.tensor([[0.0], [1.0]]),
-        "actions": torch.tensor([[0.5, 0.5], [-1.0, 0.0]]),
-        "rewards": torch.tensor([-1.0, 0.0]),
-        "next_observations": torch.tensor([[2.0], [3.0]]),
-        "masks": torch.tensor([1.0, 0.0]),
-        "terminals": torch.tensor([0.0, 1.0]),  # must not matter: the backup uses masks
-    }
+    batch = hand_batch()
     nets = {
         "flow": TimeVelocity(scale=flow_velocity / 0.45),  # 10 Euler steps move z by flow_velocity
         "actor": FixedPolicy(policy_actions),

@@ -1,6 +1,6 @@
 """train_idql.py: losses against hand-computed values, action selection, the sampler's options and schedules in real
-runs, and learning on the toy task (failing there when the critic or the extraction is broken). The behaviour every
-script shares (end to end on both dataset families, resume, SIGTERM, NaN guard, --help) is in tests/test_scripts.py."""
+runs. The behaviour every script shares (end to end on both dataset families, resume, SIGTERM, NaN guard, --help) is
+in tests/test_scripts.py; learning on the toy task is in tests/test_learning.py."""
 
 import json
 import math
@@ -11,7 +11,6 @@ from torch import nn
 
 import train_idql
 from offrl.diffusion import ddpm_schedule, noise_prediction_loss, sample_actions, vp_beta_schedule
-from tests import toy_task
 from tests.helpers import Constant, read_scalars, run_script
 
 TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2",
@@ -234,45 +233,3 @@ def test_bad_input_messages():
         assert "Traceback" not in result.stderr
     result = run_script("train_idql.py", "--extraction", "softmax", check=False)
     assert result.returncode != 0 and "extraction" in result.stderr and "Traceback" not in result.stderr
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Learning on the toy task (tests/toy_task.py), the settings of tests/test_learning.py
-
-SMALL = ["--hidden-dims", "64", "64", "--batch-size", "256", "--eval-episodes", "100", "--eval-envs", "10",
-         "--log-every", "500", "--save-every", "100000", "--no-compile",
-         "--denoiser-hidden-dim", "64", "--denoiser-time-dim", "32"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def toy_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("toy")
-    toy_task.make_toy_dataset(directory)
-    return directory
-
-
-def toy_success(toy_dir, run_dir, *extra: str, steps: int = 3000) -> float:
-    """Train IDQL on the toy data and return the success rate of its final evaluation (100 episodes)."""
-    run_script(
-        "train_idql.py", "--env-name", toy_task.DATASET_ID, "--dataset-dir", str(toy_dir), "--total-steps", str(steps),
-        "--eval-every", str(steps), "--run-dir", str(run_dir), *SMALL, *extra,
-        env={"OMP_NUM_THREADS": "1"},  # these tiny updates run several times slower with two threads on two cores
-    )  # fmt: skip
-    return json.loads((run_dir / "results.json").read_text())["evals"][-1]["success"]
-
-
-def test_idql_beats_the_behaviour_data(toy_dir, tmp_path):
-    success = toy_success(toy_dir, tmp_path / "idql")
-    assert success >= toy_task.PASS_SUCCESS, success
-
-
-@pytest.mark.parametrize(
-    ("broken", "flags"),
-    [
-        ("no bootstrapping", ["--discount", "0"]),
-        ("no selection (one candidate: behaviour sampling)", ["--num-candidates", "1"]),
-    ],
-)
-def test_idql_fails_when_broken(toy_dir, tmp_path, broken, flags):
-    success = toy_success(toy_dir, tmp_path / "idql", *flags)
-    assert success < toy_task.PASS_SUCCESS - 0.2, f"{broken}: {success}"

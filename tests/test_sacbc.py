@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import train_sacbc
-from tests.helpers import Constant
+from tests.helpers import Constant, hand_batch
 
 TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2"]
 
@@ -43,14 +43,7 @@ class LinearCritic(nn.Module):
 
 
 def hand_case(temperature=2.0, next_log_prob=-1.0):
-    batch = {
-        "observations": torch.tensor([[0.0], [1.0]]),
-        "actions": torch.tensor([[0.5, 0.5], [-1.0, 0.0]]),
-        "rewards": torch.tensor([-1.0, 0.0]),
-        "next_observations": torch.tensor([[2.0], [3.0]]),
-        "masks": torch.tensor([1.0, 0.0]),
-        "terminals": torch.tensor([0.0, 0.0]),
-    }
+    batch = hand_batch()
     log_temperature = train_sacbc.LogScalar(temperature)
     nets = {
         "actor": FixedActor([[0.0, 1.0], [1.0, 0.0]], [-2.0, next_log_prob]),
