@@ -128,3 +128,27 @@ def hand_batch() -> dict[str, torch.Tensor]:
         "masks": torch.tensor([1.0, 0.0]),
         "terminals": torch.tensor([0.0, 1.0]),
     }
+
+
+def value_hand_batch() -> dict[str, torch.Tensor]:
+    """The batch of the IQL-critic loss tests (IQL, IDQL): observation dim 2 (its first feature is V(s) for the
+    tests' value network), action dim 1; the second transition has mask 0 and terminal 1 (backups use masks)."""
+    return {
+        "observations": torch.tensor([[1.0, 0.0], [2.0, 0.0]]),
+        "actions": torch.tensor([[0.5], [-0.5]]),
+        "rewards": torch.tensor([-1.0, 0.0]),
+        "next_observations": torch.tensor([[3.0, 0.0], [5.0, 0.0]]),
+        "masks": torch.tensor([1.0, 0.0]),
+        "terminals": torch.tensor([0.0, 1.0]),
+    }
+
+
+class ValueOf(nn.Module):
+    """V(s) = the first feature of s, plus a trainable offset: (B, S) -> (B, 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.offset = nn.Parameter(torch.zeros(()))
+
+    def forward(self, obs):
+        return obs[:, :1] + self.offset

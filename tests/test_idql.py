@@ -11,7 +11,7 @@ from torch import nn
 
 import train_idql
 from offrl.diffusion import ddpm_schedule, noise_prediction_loss, sample_actions, vp_beta_schedule
-from tests.helpers import Constant, read_scalars, run_script
+from tests.helpers import Constant, ValueOf, read_scalars, run_script, value_hand_batch
 
 TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2",
         "--num-candidates", "4", "--denoiser-hidden-dim", "32", "--denoiser-time-dim", "16"]  # fmt: skip
@@ -20,17 +20,6 @@ SCHEDULE = ddpm_schedule(vp_beta_schedule(5))
 
 # ----------------------------------------------------------------------------------------------------------------
 # Losses on hand-made batches
-
-
-class ValueOf(nn.Module):
-    """V(s) = the first feature of s, plus a trainable offset."""
-
-    def __init__(self):
-        super().__init__()
-        self.offset = nn.Parameter(torch.zeros(()))
-
-    def forward(self, obs):
-        return obs[:, :1] + self.offset
 
 
 class LinearNoise(nn.Module):
@@ -42,17 +31,6 @@ class LinearNoise(nn.Module):
 
     def forward(self, obs, noisy_actions, t):
         return self.weight * noisy_actions
-
-
-def hand_batch():
-    return {
-        "observations": torch.tensor([[1.0, 0.0], [2.0, 0.0]]),
-        "actions": torch.tensor([[0.5], [-0.5]]),
-        "rewards": torch.tensor([-1.0, 0.0]),
-        "next_observations": torch.tensor([[3.0, 0.0], [5.0, 0.0]]),
-        "masks": torch.tensor([1.0, 0.0]),
-        "terminals": torch.tensor([0.0, 1.0]),  # must not matter: the backup uses masks
-    }
 
 
 def hand_nets():
@@ -67,7 +45,7 @@ def hand_nets():
 
 def test_idql_losses_by_hand():
     args = train_idql.Args(discount=0.5, expectile=0.9)
-    nets, batch = hand_nets(), hand_batch()
+    nets, batch = hand_nets(), value_hand_batch()
     torch.manual_seed(3)
     _, metrics = train_idql.idql_losses(batch, nets, SCHEDULE, args)
     # value: u = min Qbar - V = (0 - 1, 1 - 2) = (-1, -1): both below 0 -> weight 0.1
@@ -88,7 +66,7 @@ def test_idql_losses_by_hand():
 
 def test_idql_backup_uses_masks_not_terminals():
     args = train_idql.Args(discount=0.5)
-    batch = hand_batch()
+    batch = value_hand_batch()
     _, with_masks = train_idql.idql_losses(batch, hand_nets(), SCHEDULE, args)
     batch["terminals"] = torch.tensor([1.0, 0.0])  # swapped: the loss must not change
     _, swapped_terminals = train_idql.idql_losses(batch, hand_nets(), SCHEDULE, args)
@@ -100,7 +78,7 @@ def test_idql_backup_uses_masks_not_terminals():
 
 def test_idql_gradients_go_where_they_should():
     args = train_idql.Args(discount=0.5)
-    nets, batch = hand_nets(), hand_batch()
+    nets, batch = hand_nets(), value_hand_batch()
     loss, _ = train_idql.idql_losses(batch, nets, SCHEDULE, args)
     loss.backward()
     assert nets["target_critic"].weight.grad is None  # target critic: no gradient
@@ -115,7 +93,7 @@ def test_real_networks_gradients():
     args = train_idql.Args(hidden_dims=(8,), denoiser_hidden_dim=8, denoiser_time_dim=4)
     nets = train_idql.build_networks(2, 1, args, torch.device("cpu"))
     assert not nets["ema_denoiser"].training and nets["denoiser"].training
-    loss, _ = train_idql.idql_losses(hand_batch(), nets, SCHEDULE, args)
+    loss, _ = train_idql.idql_losses(value_hand_batch(), nets, SCHEDULE, args)
     loss.backward()
     for name in ("target_critic", "ema_denoiser"):
         assert all(p.grad is None and not p.requires_grad for p in nets[name].parameters()), name

@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 import train_iql
-from tests.helpers import Constant, read_scalars, run_script
+from tests.helpers import Constant, ValueOf, read_scalars, run_script, value_hand_batch
 
 TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2"]
 
@@ -22,28 +21,6 @@ def test_awr_weights_are_clipped_at_100():
     torch.testing.assert_close(train_iql.awr_weights(advantage, 10.0), expected)
 
 
-class ValueOf(nn.Module):
-    """V(s) = the first feature of s, plus a trainable offset."""
-
-    def __init__(self):
-        super().__init__()
-        self.offset = nn.Parameter(torch.zeros(()))
-
-    def forward(self, obs):
-        return obs[:, :1] + self.offset
-
-
-def hand_batch():
-    return {
-        "observations": torch.tensor([[1.0, 0.0], [2.0, 0.0]]),
-        "actions": torch.tensor([[0.5], [-0.5]]),
-        "rewards": torch.tensor([-1.0, 0.0]),
-        "next_observations": torch.tensor([[3.0, 0.0], [5.0, 0.0]]),
-        "masks": torch.tensor([1.0, 0.0]),
-        "terminals": torch.tensor([0.0, 1.0]),  # must not matter: IQL bootstraps on masks
-    }
-
-
 def hand_nets():
     actor = train_iql.GaussianActor(2, 1, (4,), std="constant")
     return {
@@ -56,7 +33,7 @@ def hand_nets():
 
 def test_iql_losses_by_hand():
     args = train_iql.Args(discount=0.5, expectile=0.9, alpha=1.0)
-    nets, batch = hand_nets(), hand_batch()
+    nets, batch = hand_nets(), value_hand_batch()
     _, metrics = train_iql.iql_losses(batch, nets, args)
     # value: u = min Qbar - V = (0 - 1, 1 - 2) = (-1, -1): both below 0 -> weight 0.1
     assert metrics["loss/value"].item() == pytest.approx(0.1 * 1.0)
@@ -71,7 +48,7 @@ def test_iql_losses_by_hand():
 
 def test_iql_backup_uses_masks_not_terminals():
     args = train_iql.Args(discount=0.5)
-    batch = hand_batch()
+    batch = value_hand_batch()
     _, with_masks = train_iql.iql_losses(batch, hand_nets(), args)
     batch["terminals"] = torch.tensor([1.0, 0.0])  # swapped: the loss must not change
     _, swapped_terminals = train_iql.iql_losses(batch, hand_nets(), args)
@@ -83,7 +60,7 @@ def test_iql_backup_uses_masks_not_terminals():
 
 def test_iql_gradients_go_where_they_should():
     args = train_iql.Args(discount=0.5)
-    nets, batch = hand_nets(), hand_batch()
+    nets, batch = hand_nets(), value_hand_batch()
     loss, _ = train_iql.iql_losses(batch, nets, args)
     loss.backward()
     assert nets["target_critic"].weight.grad is None  # target critic: no gradient
@@ -94,7 +71,7 @@ def test_iql_gradients_go_where_they_should():
 
 def test_ddpgbc_loss_by_hand():
     args = train_iql.Args(actor_loss="ddpgbc", alpha=2.0)
-    nets, batch = hand_nets(), hand_batch()
+    nets, batch = hand_nets(), value_hand_batch()
     _, metrics = train_iql.iql_losses(batch, nets, args)
     q = torch.tensor([1.5, 1.0])  # the constant critic ignores the action: min_i Q_i
     log_prob = nets["actor"].log_prob(batch["observations"], batch["actions"])
