@@ -43,6 +43,7 @@ __all__ = [
     "DatasetError",
     "OfflineDataset",
     "load_dataset",
+    "prepare_dataset",
     "sample_batch",
     "ACTION_CLIP",
     "OGBENCH_DEFAULT_DIR",
@@ -152,6 +153,31 @@ def load_dataset(
     return _load_ogbench(
         name, dataset_dir, device, reward_mode, dataset_path, generate_episodes, download, generate_workers
     )
+
+
+def prepare_dataset(
+    name: str,
+    dataset_dir: str | os.PathLike | None = None,
+    generate_episodes: int | None = None,
+    download: bool = True,
+    generate_workers: int | None = None,
+) -> str:
+    """Make sure a dataset is on disk, downloading or generating it as `load_dataset` would, without loading it.
+
+    A sweep calls this once per dataset before it starts its jobs, so that concurrent jobs never download or
+    generate the same file at the same time. Returns where the data is (a file or folder path).
+    """
+    if generate_workers is not None and generate_workers < 1:
+        raise DatasetError(f"generate_workers must be at least 1, got {generate_workers}.")
+    if "/" in name:
+        if generate_episodes is not None:
+            raise DatasetError(f"generate_episodes applies to OGBench names only, not {name!r}.")
+        dataset = _open_minari(name, dataset_dir, download)
+        return str(getattr(dataset.spec, "data_path", name))
+    dataset_name, _ = parse_ogbench_name(name)
+    directory = pathlib.Path(dataset_dir or OGBENCH_DEFAULT_DIR).expanduser()
+    path, _ = _resolve_ogbench_path(dataset_name, directory, generate_episodes, download, generate_workers)
+    return str(path)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,331 @@
+"""Results of many runs as Markdown tables next to the published numbers, plus learning curves.
+
+    python -m offrl.report runs/sweep --output results/            # results/report.md (+ curves-*.png)
+    python -m offrl.report runs/sweep --output docs/results --readme README.md
+
+Reads every `results.json` under the given folders (folders whose name starts with '.' are skipped: the sweep keeps
+superseded runs there). Runs are grouped by env name, algorithm and the hyperparameters that differ between runs of
+the same algorithm on the same env (the seed aside). For each group, one row per domain table:
+    final  the success rate (OGBench; Minari: normalized score) of each seed's last evaluation, mean +- std over seeds
+    best   each seed's best evaluation, mean +- std over seeds
+Only finished runs count; unfinished ones are listed below the table. Scores are in percent, as the papers report
+them. The published column holds the numbers of REFERENCE.md: the papers' 5-task domain means and the seed posts'
+single-task results. The curves (one figure per env: the mean over seeds, shaded +- one std) need matplotlib
+(`pip install 'offrl[plot]'`); without it the tables are written and the plots skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import re
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from offrl.hparams import domain_of
+
+README_BEGIN = "<!-- offrl.report: begin -->"
+README_END = "<!-- offrl.report: end -->"
+
+# Arguments that never tell two configurations apart.
+_NOT_HYPERPARAMETERS = {
+    "seed", "run_dir", "resume", "device", "video", "dataset_dir", "eval_envs", "log_every", "save_every", "compile",
+    "cudagraphs", "env_name",
+}  # fmt: skip
+
+_FQL_TABLE = "FQL paper Table 1, 5-task mean"
+_FAN_TABLE = "FAN paper, 5-task mean"
+# (domain, algo) -> (success %, where from). REFERENCE.md: the cube-single row is recalled and still to be checked.
+PUBLISHED_DOMAIN: dict[tuple[str, str], tuple[str, str]] = {
+    **{("cube-single", a): (v, _FQL_TABLE) for a, v in {"iql": "83", "idql": "95", "fql": "96"}.items()},
+    **{("cube-double", a): (v, _FQL_TABLE) for a, v in {"iql": "7", "idql": "14-15", "fql": "29"}.items()},
+    **{("scene", a): (v, _FQL_TABLE) for a, v in {"iql": "28", "idql": "30-46", "fql": "56"}.items()},
+    **{("puzzle-3x3", a): (v, _FQL_TABLE) for a, v in {"iql": "9", "idql": "10-19", "fql": "30"}.items()},
+    **{("puzzle-4x4", a): (v, _FQL_TABLE) for a, v in {"iql": "7", "idql": "25-29", "fql": "17"}.items()},
+    **{("antsoccer-arena", a): (v, _FQL_TABLE) for a, v in {"iql": "8", "idql": "12-33", "fql": "60"}.items()},
+    **{(d, "fan"): (v, _FAN_TABLE) for d, v in {"cube-double": "46", "scene": "58", "puzzle-3x3": "100"}.items()},
+    **{(d, "fan"): (v, _FAN_TABLE) for d, v in {"puzzle-4x4": "42", "antsoccer-arena": "60"}.items()},
+}
+# (env name, algo) -> (success %, where from): the seed posts' single-task runs.
+PUBLISHED_TASK: dict[tuple[str, str], tuple[str, str]] = {
+    ("cube-single-play-singletask-task1-v0", "sacbc"): ("88 final", "seed 000"),
+    ("cube-single-play-singletask-task1-v0", "iql"): ("84 final", "seed 000"),
+    ("cube-single-play-singletask-task1-v0", "fql"): ("100 final", "seed 000"),
+    ("antsoccer-arena-navigate-singletask-task1-v0", "sacbc"): ("44 best", "seed 000"),
+    ("antsoccer-arena-navigate-singletask-task1-v0", "iql"): ("32 best", "seed 000, alpha 30"),
+    ("antsoccer-arena-navigate-singletask-task1-v0", "fql"): ("56 best", "seed 000, alpha 3"),
+}
+
+
+@dataclass
+class Run:
+    """One run directory's results.json."""
+
+    path: pathlib.Path
+    algo: str
+    env_name: str
+    args: dict[str, Any]
+    status: str
+    evals: list[dict[str, Any]]
+    results: dict[str, Any]
+
+    def scores(self) -> list[tuple[int, float]]:
+        """(step, score in percent) of every evaluation: success x 100, else the normalized score, else the return."""
+        points = []
+        for row in sorted(self.evals, key=lambda e: e["step"]):
+            if row.get("success") is not None:
+                points.append((row["step"], 100.0 * row["success"]))
+            elif row.get("normalized_score") is not None:
+                points.append((row["step"], row["normalized_score"]))
+            elif row.get("return") is not None:
+                points.append((row["step"], row["return"]))
+        return points
+
+
+@dataclass
+class Group:
+    """The runs of one configuration (env, algo, hyperparameters), one per seed."""
+
+    env_name: str
+    algo: str
+    variant: str
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def finished(self) -> list[Run]:
+        return [run for run in self.runs if run.status == "finished" and run.scores()]
+
+    def final(self) -> list[float]:
+        return [run.scores()[-1][1] for run in self.finished]
+
+    def best(self) -> list[float]:
+        return [max(score for _, score in run.scores()) for run in self.finished]
+
+
+def collect_runs(roots: list[str | pathlib.Path]) -> list[Run]:
+    """Every readable results.json under `roots`, skipping folders whose name starts with '.'."""
+    runs = []
+    for root in map(pathlib.Path, roots):
+        for path in sorted(root.rglob("results.json")):
+            if any(part.startswith(".") for part in path.relative_to(root).parts):
+                continue
+            try:
+                results = json.loads(path.read_text())
+                runs.append(
+                    Run(path.parent, results["algo"], results["env_name"], results.get("args", {}),
+                        results.get("status", "unknown"), results.get("evals", []), results)
+                )  # fmt: skip
+            except (OSError, json.JSONDecodeError, KeyError) as error:
+                print(f"[report] skipping {path}: not a readable results.json ({error})", file=sys.stderr)
+    return runs
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """Group runs by (env, algo, the hyperparameters that differ between that env and algo's runs)."""
+    by_task: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        by_task[(run.env_name, run.algo)].append(run)
+    groups = []
+    for (env_name, algo), task_runs in sorted(by_task.items()):
+        keys = sorted({k for run in task_runs for k in run.args} - _NOT_HYPERPARAMETERS)
+        varying = [k for k in keys if len({json.dumps(run.args.get(k)) for run in task_runs}) > 1]
+        variants: dict[str, Group] = {}
+        for run in task_runs:
+            variant = ", ".join(f"{k}={_short(run.args.get(k))}" for k in varying)
+            variants.setdefault(variant, Group(env_name, algo, variant)).runs.append(run)
+        groups += [variants[v] for v in sorted(variants)]
+    return groups
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list):
+        return "x".join(map(str, value))
+    return str(value)
+
+
+def mean_std(values: list[float]) -> str:
+    """'81.0 ± 3.2' (sample std over seeds); just the mean for one seed; '-' for none."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def published(env_name: str, algo: str) -> str:
+    """The published numbers for this task and its domain, with their sources."""
+    entries = []
+    if (env_name, algo) in PUBLISHED_TASK:
+        value, source = PUBLISHED_TASK[(env_name, algo)]
+        entries.append(f"{value} (this task, {source})")
+    if (domain_of(env_name), algo) in PUBLISHED_DOMAIN:
+        value, source = PUBLISHED_DOMAIN[(domain_of(env_name), algo)]
+        entries.append(f"{value} ({source})")
+    return "; ".join(entries) or "-"
+
+
+def _task_label(env_name: str) -> str:
+    match = re.search(r"singletask-(task\d+)", env_name)
+    return match[1] if match else env_name
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^\w.-]+", "-", text).strip("-")
+
+
+def settings_summary(runs: list[Run]) -> list[str]:
+    """Lines describing what the runs shared: steps, sizes, evaluation, data."""
+
+    def common(key: str) -> str:
+        values = {json.dumps(run.args.get(key)) for run in runs}
+        return ", ".join(sorted(_short(json.loads(v)) for v in values))
+
+    datasets = [run.results.get("dataset") or {} for run in runs]
+    sources = sorted({f"{d.get('source')} ({pathlib.Path(str(d.get('path'))).name})" for d in datasets})
+    rates = [r.results["train_steps_per_second"] for r in runs if r.results.get("train_steps_per_second")]
+    lines = [
+        f"- Training: {common('total_steps')} gradient steps, batch {common('batch_size')}, hidden layers "
+        f"{common('hidden_dims')}, torch.compile {common('compile')}.",
+        f"- Evaluation: every {common('eval_every')} steps (and at step 0), {common('eval_episodes')} episodes.",
+        f"- Data: {'; '.join(sources)}.",
+    ]
+    if rates:
+        spread = f"{min(rates):.0f}" if round(min(rates)) == round(max(rates)) else f"{min(rates):.0f}-{max(rates):.0f}"
+        lines.append(f"- Training speed: {spread} updates/s per run (compilation and evaluation excluded).")
+    return lines
+
+
+def markdown(groups: list[Group], runs: list[Run], sweep: dict[str, Any] | None, plots: dict[str, str]) -> str:
+    """The whole report as Markdown: how it was made, then one table (and the curves) per domain."""
+    lines = ["## Results", ""]
+    if sweep:
+        for invocation in sweep.get("invocations", [])[-1:]:
+            info = invocation.get("machine", {})
+            hardware = info.get("gpu") or f"{info.get('cpu')} ({info.get('cpu_cores')} cores)"
+            then = "" if "--report" in invocation["command"] else ", then `python -m offrl.report`"
+            lines += [
+                f"Made by `{invocation['command']}`{then} on {hardware}, torch {info.get('torch')}, "
+                f"{invocation.get('time')}.",
+                "",
+            ]
+    lines += settings_summary(runs) + [""]
+    by_domain: dict[str, list[Group]] = defaultdict(list)
+    for group in groups:
+        by_domain[domain_of(group.env_name)].append(group)
+    for domain, domain_groups in sorted(by_domain.items()):
+        lines += [
+            f"### {domain}",
+            "",
+            "| task | algorithm | settings | seeds | steps | final (%) | best (%) | published (%) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for group in domain_groups:
+            steps = sorted({run.scores()[-1][0] for run in group.finished})
+            lines.append(
+                f"| {_task_label(group.env_name)} | {group.algo} | {group.variant or 'recommended'} "
+                f"| {len(group.finished)} | {', '.join(f'{s:,}' for s in steps) or '-'} | {mean_std(group.final())} "
+                f"| {mean_std(group.best())} | {published(group.env_name, group.algo)} |"
+            )
+        unfinished = [run for group in domain_groups for run in group.runs if run not in group.finished]
+        lines.append("")
+        if unfinished:
+            lines += [f"Not counted (unfinished): {', '.join(f'`{r.path}` ({r.status})' for r in unfinished)}.", ""]
+        for env_name in sorted({group.env_name for group in domain_groups}):
+            if env_name in plots:
+                lines += [f"![learning curves on {env_name}]({plots[env_name]})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def plot_curves(groups: list[Group], output: pathlib.Path) -> dict[str, str]:
+    """One PNG per env: each configuration's mean score over seeds against steps, shaded +- one std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = {}
+    for env_name in sorted({group.env_name for group in groups}):
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for group in (g for g in groups if g.env_name == env_name and g.finished):
+            curves = [dict(run.scores()) for run in group.finished]
+            steps = sorted(set.intersection(*(set(c) for c in curves)))
+            means = [statistics.mean(c[s] for c in curves) for s in steps]
+            stds = [statistics.stdev(c[s] for c in curves) if len(curves) > 1 else 0.0 for s in steps]
+            label = f"{group.algo}" + (f" ({group.variant})" if group.variant else "") + f", {len(curves)} seeds"
+            (line,) = axis.plot(steps, means, label=label)
+            low = [m - s for m, s in zip(means, stds, strict=True)]
+            high = [m + s for m, s in zip(means, stds, strict=True)]
+            axis.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
+        axis.set_xlabel("gradient steps")
+        axis.set_ylabel("success (%)" if "/" not in env_name else "normalized score")
+        axis.set_title(env_name, fontsize=10)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+        figure.tight_layout()
+        name = f"curves-{_safe(env_name)}.png"
+        figure.savefig(output / name, dpi=120)
+        plt.close(figure)
+        files[env_name] = name
+    return files
+
+
+def update_readme(readme: pathlib.Path, text: str) -> None:
+    """Replace what lies between the README's report markers with `text`."""
+    content = readme.read_text()
+    if README_BEGIN not in content or README_END not in content:
+        raise SystemExit(f"error: {readme} has no '{README_BEGIN}' ... '{README_END}' section to update")
+    before, rest = content.split(README_BEGIN, 1)
+    _, after = rest.split(README_END, 1)
+    readme.write_text(f"{before}{README_BEGIN}\n{text}{README_END}{after}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m offrl.report",
+        description="Tables (final and best score, mean ± std over seeds, next to the published numbers) and "
+        "learning curves from the results.json files of many runs.",
+    )
+    parser.add_argument("roots", nargs="+", help="folders to search for results.json (e.g. a sweep's --root)")
+    parser.add_argument("--output", default="report", help="folder for report.md and the plots (default: report)")
+    parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument("--readme", default=None, help="also put the report in this README, between its markers")
+    args = parser.parse_args(argv)
+    missing = [root for root in args.roots if not pathlib.Path(root).is_dir()]
+    if missing:
+        parser.error(f"no such folder: {', '.join(missing)}")
+    runs = collect_runs(args.roots)
+    if not runs:
+        print(f"error: no results.json under {', '.join(args.roots)}", file=sys.stderr)
+        return 1
+    groups = group_runs(runs)
+    output = pathlib.Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    plots: dict[str, str] = {}
+    if not args.no_plots:
+        try:
+            plots = plot_curves(groups, output)
+        except ImportError:
+            print("[report] matplotlib is not installed: no plots (pip install 'offrl[plot]')", file=sys.stderr)
+    sweep = None
+    sweep_files = [pathlib.Path(root) / "sweep.json" for root in args.roots]
+    if len(sweep_files) == 1 and sweep_files[0].is_file():
+        sweep = json.loads(sweep_files[0].read_text())
+    text = markdown(groups, runs, sweep, plots)
+    (output / "report.md").write_text(text)
+    print(text)
+    print(f"[report] {len(runs)} runs in {len(groups)} configurations; written to {output / 'report.md'}")
+    if args.readme:
+        readme = pathlib.Path(args.readme)
+        relative = pathlib.Path(os.path.relpath(output.resolve(), readme.resolve().parent)).as_posix()
+        update_readme(readme, markdown(groups, runs, sweep, {k: f"{relative}/{v}" for k, v in plots.items()}))
+        print(f"[report] updated {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,466 @@
+"""Run many training jobs: algorithms x env names x seeds (x a hyperparameter grid), locally or on a cluster.
+
+    python -m offrl.sweep --algos fql iql --envs cube-single-play-singletask-task1-v0 --seeds 0 1 2 \\
+        --grid alpha=100,300 -- --total-steps 200000
+
+Each job is one `train_<algo>.py` run with the domain's recommended hyperparameters (`offrl.hparams`), then the grid
+values, then the flags after `--` (given to every job). A job's run directory is fixed by what identifies it,
+`<root>/<env>/<algo>[/<grid values>]/seed<k>`, and the sweep decides from it what to do:
+    results.json says finished               skip (a rerun of the sweep starts no job)
+    interrupted or killed, checkpoint saved  resume from the checkpoint (`--resume`), nothing repeated
+    no checkpoint yet                         start again (the old folder is kept under <root>/.superseded)
+    failed (NaN losses)                       skip and report, unless --retry-failed
+    another sweep is running it               skip (a lock file in the run directory)
+Missing datasets are downloaded or generated once, before any job starts, never by concurrent jobs.
+
+Executors:
+    local           concurrent processes on this machine: --jobs at a time (default: 4 per GPU as in the FQL
+                    author's runs, or one per CPU core), each with its own GPU slot or CPU threads;
+    submitit-local  the same job groups through submitit's local executor (what the tests use);
+    slurm           job groups submitted as a Slurm array through submitit: each array task gets one GPU and runs
+                    --jobs-per-task jobs side by side on it.
+Every job's output goes to <run_dir>/sweep.log; the sweep's command, machine and job list to <root>/sweep.json.
+`--report DIR` runs `python -m offrl.report` on the root when the jobs are done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import dataclasses
+import fcntl
+import itertools
+import json
+import os
+import pathlib
+import queue
+import re
+import shlex
+import subprocess
+import sys
+import time
+from typing import Any
+
+from offrl import hparams
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+EXECUTORS = ("local", "submitit-local", "slurm")
+LOCK_NAME = ".sweep.lock"
+JOB_RECORD = "sweep_job.json"
+
+
+@dataclasses.dataclass
+class Job:
+    """One training run: its identity, run directory and the flags it is started with."""
+
+    algo: str
+    env_name: str
+    seed: int
+    grid: dict[str, str]
+    run_dir: str
+    flags: list[str]
+
+    @property
+    def name(self) -> str:
+        grid = "".join(f" {k}={v}" for k, v in self.grid.items())
+        return f"{self.algo} {self.env_name}{grid} seed {self.seed}"
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^\w.=,-]+", "-", text).strip("-")
+
+
+def parse_grid(specs: list[str]) -> list[dict[str, str]]:
+    """['alpha=100,300', 'q_agg=mean,min'] -> the cross product as [{'alpha': '100', 'q_agg': 'mean'}, ...]."""
+    axes: dict[str, list[str]] = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        name = name.strip().removeprefix("--").replace("-", "_")
+        if not sep or not name.isidentifier() or not values.strip():
+            raise ValueError(f"--grid {spec!r}: expected NAME=V1,V2,... (e.g. alpha=100,300,1000)")
+        if name in axes:
+            raise ValueError(f"--grid names {name!r} twice")
+        axes[name] = [v.strip() for v in values.split(",") if v.strip()]
+    return [dict(zip(axes, combination, strict=True)) for combination in itertools.product(*axes.values())]
+
+
+def _fields_set_by(flags: list[str]) -> set[str]:
+    """The Args fields that flags set: ['--total-steps', '10', '--no-compile'] -> {total_steps, compile}."""
+    fields = set()
+    for token in flags:
+        if token.startswith("--"):
+            name = token[2:].split("=", 1)[0].replace("-", "_")
+            fields.add(name)
+            fields.add(name.removeprefix("no_"))
+    return fields
+
+
+def _grid_flags(grid: dict[str, str]) -> list[str]:
+    flags: list[str] = []
+    for name, value in grid.items():
+        flags += [f"--{name.replace('_', '-')}", *value.split()]
+    return flags
+
+
+def build_jobs(
+    algos: list[str],
+    envs: list[str],
+    seeds: list[int],
+    grid: list[dict[str, str]],
+    root: pathlib.Path,
+    common_flags: list[str],
+) -> list[Job]:
+    """Every (algo, env, grid point, seed) as a Job, with recommended < grid < common flags."""
+    explicit = _fields_set_by(common_flags)
+    jobs = []
+    for algo, env_name, point, seed in itertools.product(algos, envs, grid, seeds):
+        clash = explicit & set(point)
+        if clash:
+            raise ValueError(f"{sorted(clash)} set both by --grid and by the flags after '--'")
+        recommended = {k: v for k, v in hparams.recommended(algo, env_name).items() if k not in explicit | set(point)}
+        variant = ",".join(f"{k}={v.replace(' ', '-')}" for k, v in point.items())
+        run_dir = root / _safe(env_name) / algo / _safe(variant) / f"seed{seed}" if variant else None
+        run_dir = run_dir or root / _safe(env_name) / algo / f"seed{seed}"
+        flags = [
+            "--env-name", env_name, "--seed", str(seed), "--run-dir", str(run_dir),
+            *hparams.to_flags(recommended), *_grid_flags(point), *common_flags,
+        ]  # fmt: skip
+        jobs.append(Job(algo, env_name, seed, dict(point), str(run_dir), flags))
+    return jobs
+
+
+def job_state(job: Job) -> str:
+    """'new', 'done', 'failed', 'resume' (checkpoint saved), 'restart' (no checkpoint) or 'locked' (running)."""
+    run_dir = pathlib.Path(job.run_dir)
+    if _is_locked(run_dir):
+        return "locked"
+    if not (run_dir / "results.json").is_file() and not (run_dir.exists() and any(run_dir.iterdir())):
+        return "new"
+    return _state_from_files(run_dir)
+
+
+def _state_from_files(run_dir: pathlib.Path) -> str:
+    """'done', 'failed', 'resume' or 'restart', from the run's results.json and checkpoint."""
+    results = run_dir / "results.json"
+    if results.is_file():
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            status = json.loads(results.read_text()).get("status")
+            if status in ("finished", "failed"):
+                return "done" if status == "finished" else "failed"
+    return "resume" if (run_dir / "checkpoint.pt").is_file() else "restart"
+
+
+def _is_locked(run_dir: pathlib.Path) -> bool:
+    path = run_dir / LOCK_NAME
+    if not path.is_file():
+        return False
+    with open(path) as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(file, fcntl.LOCK_UN)
+    return False
+
+
+def _set_aside(run_dir: pathlib.Path, root: pathlib.Path) -> pathlib.Path:
+    """Move an unusable run directory to <root>/.superseded/<relative path>-<time>, out of the report's way."""
+    relative = run_dir.resolve().relative_to(root.resolve())
+    target = root / ".superseded" / f"{relative}-{time.strftime('%Y%m%d-%H%M%S')}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.rename(target)
+    return target
+
+
+def run_job(job: Job, scripts_dir: str, env: dict[str, str]) -> dict[str, Any]:
+    """Run one job to its end in a subprocess (resuming it if it has a checkpoint); returns its outcome.
+
+    Holds the run directory's lock while it runs, so a second sweep over the same root skips the job.
+    """
+    run_dir = pathlib.Path(job.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(run_dir / LOCK_NAME, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return {"job": job.name, "state": "locked", "returncode": None, "seconds": 0.0}
+        state = _state_from_files(run_dir)
+        if state in ("done", "failed"):
+            return {"job": job.name, "state": state, "returncode": 0, "seconds": 0.0}
+        command = [sys.executable, str(pathlib.Path(scripts_dir) / f"train_{job.algo}.py"), *job.flags]
+        if state == "resume":
+            command += ["--resume", str(run_dir)]
+        (run_dir / JOB_RECORD).write_text(json.dumps({**dataclasses.asdict(job), "command": command}, indent=2))
+        with open(run_dir / "sweep.log", "a") as log:
+            log.write(f"\n$ {shlex.join(command)}\n")
+            log.flush()
+            returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
+    outcome = _state_from_files(run_dir)
+    return {"job": job.name, "state": outcome, "returncode": returncode, "seconds": time.perf_counter() - start}
+
+
+def run_group(jobs: list[Job], concurrency: int, scripts_dir: str, progress: bool = False) -> list[dict[str, Any]]:
+    """Run `jobs` on this machine, `concurrency` at a time, each in its own GPU slot (round robin over the visible
+    GPUs) or with its share of the CPU cores as threads. This is what a local sweep and each cluster task run."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    threads = max(1, (os.cpu_count() or 1) // concurrency)
+    slots: queue.Queue[int] = queue.Queue()
+    for slot in range(concurrency):
+        slots.put(slot)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpu_ids = visible.split(",") if visible else [str(i) for i in range(gpus)]
+
+    def run_in_slot(job: Job) -> dict[str, Any]:
+        slot = slots.get()
+        try:
+            env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+            if gpus:
+                env["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
+            return run_job(job, scripts_dir, env)
+        finally:
+            slots.put(slot)
+
+    outcomes = []
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency)
+    try:
+        futures = {pool.submit(run_in_slot, job): job for job in jobs}
+        for future in concurrent.futures.as_completed(futures):
+            outcome = future.result()
+            outcomes.append(outcome)
+            if progress:
+                print(f"[sweep] {len(outcomes)}/{len(jobs)} {_describe(outcome, futures[future])}", flush=True)
+    except KeyboardInterrupt:
+        # The running jobs got the same Ctrl-C: they save a checkpoint and exit. Start no new one.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return outcomes
+
+
+def _describe(outcome: dict[str, Any], job: Job) -> str:
+    text = f"{job.name}: {outcome['state']} after {outcome['seconds'] / 60:.1f} min"
+    results = pathlib.Path(job.run_dir) / "results.json"
+    with contextlib.suppress(OSError, json.JSONDecodeError, IndexError, KeyError):
+        last = json.loads(results.read_text())["evals"][-1]
+        score = last["success"] if last["success"] is not None else last["normalized_score"]
+        text += f", score {score:.3f} at step {last['step']}"
+    if outcome["state"] != "done":
+        text += f" (log: {job.run_dir}/sweep.log)"
+    return text
+
+
+def _default_concurrency(jobs_per_gpu: int) -> int:
+    import torch
+
+    gpus = torch.cuda.device_count()
+    return gpus * jobs_per_gpu if gpus else max(1, os.cpu_count() or 1)
+
+
+def _record(root: pathlib.Path, argv: list[str], jobs: list[Job]) -> None:
+    """Append this invocation to <root>/sweep.json: command, machine, and the job list (merged by run directory)."""
+    from offrl.bench import machine
+
+    path = root / "sweep.json"
+    record: dict[str, Any] = {"invocations": [], "jobs": {}}
+    if path.is_file():
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            record = json.loads(path.read_text())
+    record["invocations"].append(
+        {"command": shlex.join(["python", "-m", "offrl.sweep", *argv]), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+         "machine": machine()}
+    )  # fmt: skip
+    for job in jobs:
+        record["jobs"][os.path.relpath(job.run_dir, root)] = dataclasses.asdict(job)
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2))
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    own, common = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    parser = argparse.ArgumentParser(
+        prog="python -m offrl.sweep",
+        description="Run train_<algo>.py jobs over algorithms x env names x seeds (x a grid) with each domain's "
+        "recommended hyperparameters, locally or through submitit (Slurm). Flags after '--' go to every job. "
+        "Finished jobs are skipped and interrupted ones resumed, so a sweep can be rerun until it is complete.",
+        epilog="example: python -m offrl.sweep --algos fql iql --envs cube-single-play-singletask-task1-v0 "
+        "--seeds 0 1 2 -- --total-steps 200000",
+    )
+    parser.add_argument("--algos", nargs="+", choices=hparams.ALGOS, required=True, help="algorithms to run")
+    parser.add_argument("--envs", nargs="+", required=True, help="OGBench single-task names or Minari ids")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default: 0)")
+    parser.add_argument(
+        "--grid", action="append", default=[], metavar="NAME=V1,V2",
+        help="a hyperparameter axis, e.g. alpha=100,300,1000 (repeat for a cross product; values override the "
+        "recommended ones)",
+    )  # fmt: skip
+    parser.add_argument("--root", default="runs/sweep", help="where the run directories go (default: runs/sweep)")
+    parser.add_argument("--dataset-dir", default=None, help="dataset folder passed to every job")
+    parser.add_argument(
+        "--generate-episodes", type=int, default=None,
+        help="OGBench: train on a locally generated set of this many episodes (generated once, before the jobs)",
+    )  # fmt: skip
+    parser.add_argument("--no-download", action="store_true", help="never try official downloads")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local", help="where jobs run (default: local)")
+    parser.add_argument(
+        "--jobs", type=int, default=None,
+        help="local: jobs at a time (default: --jobs-per-gpu per GPU, else one per CPU core)",
+    )  # fmt: skip
+    parser.add_argument("--jobs-per-gpu", type=int, default=4, help="concurrent jobs per GPU (default: 4)")
+    parser.add_argument(
+        "--jobs-per-task", type=int, default=None,
+        help="submitit: jobs run side by side in one task (default: --jobs-per-gpu for slurm, 1 for submitit-local)",
+    )  # fmt: skip
+    parser.add_argument("--slurm-partition", default=None, help="slurm: partition")
+    parser.add_argument("--slurm-account", default=None, help="slurm: account")
+    parser.add_argument("--slurm-time", type=int, default=24 * 60, help="slurm: minutes per task (default: 1440)")
+    parser.add_argument("--slurm-cpus", type=int, default=8, help="slurm: CPUs per task (default: 8)")
+    parser.add_argument("--slurm-mem-gb", type=int, default=32, help="slurm: memory per task in GB (default: 32)")
+    parser.add_argument("--slurm-parallelism", type=int, default=64, help="slurm: array tasks at once (default: 64)")
+    parser.add_argument("--no-wait", action="store_true", help="submitit: exit once the tasks are submitted")
+    parser.add_argument("--retry-failed", action="store_true", help="rerun jobs whose runs failed (kept aside)")
+    parser.add_argument("--dry-run", action="store_true", help="print what each job would do, start nothing")
+    parser.add_argument("--report", default=None, metavar="DIR", help="write `offrl.report` into DIR at the end")
+    parser.add_argument("--readme", default=None, help="with --report: also update this README's results section")
+    parser.add_argument(
+        "--scripts-dir", default=str(REPO_ROOT), help="folder holding train_<algo>.py (default: the repository)"
+    )
+    args = parser.parse_args(own)
+    for name in ("jobs", "jobs_per_gpu", "jobs_per_task", "generate_episodes"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.readme and not args.report:
+        parser.error("--readme needs --report")
+    missing = [a for a in args.algos if not (pathlib.Path(args.scripts_dir) / f"train_{a}.py").is_file()]
+    if missing:
+        parser.error(
+            f"train_{missing[0]}.py is not in {args.scripts_dir}: run the sweep from a clone of the repository "
+            "(pip install -e .) or pass --scripts-dir"
+        )
+    dataset_flags = []
+    if args.dataset_dir:
+        dataset_flags += ["--dataset-dir", args.dataset_dir]
+    if args.generate_episodes:
+        dataset_flags += ["--generate-episodes", str(args.generate_episodes)]
+    return args, dataset_flags + common
+
+
+def _prepare_datasets(args: argparse.Namespace) -> None:
+    from offrl.datasets import DatasetError, prepare_dataset
+
+    for env_name in args.envs:
+        try:
+            where = prepare_dataset(
+                env_name, args.dataset_dir, args.generate_episodes if "/" not in env_name else None,
+                download=not args.no_download,
+            )  # fmt: skip
+        except (DatasetError, ValueError) as error:
+            raise SystemExit(f"error: {env_name}: {error}") from None
+        print(f"[sweep] dataset for {env_name}: {where}", flush=True)
+
+
+def _submit(args: argparse.Namespace, jobs: list[Job], root: pathlib.Path) -> list[dict[str, Any]] | None:
+    try:
+        import submitit
+    except ImportError:
+        raise SystemExit(
+            "error: --executor submitit-local/slurm needs submitit: pip install 'offrl[cluster]'"
+        ) from None
+    per_task = args.jobs_per_task or (args.jobs_per_gpu if args.executor == "slurm" else 1)
+    groups = [jobs[i : i + per_task] for i in range(0, len(jobs), per_task)]
+    folder = root / "submitit"
+    if args.executor == "slurm":
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        extra = {"account": args.slurm_account} if args.slurm_account else {}
+        executor.update_parameters(
+            timeout_min=args.slurm_time, gpus_per_node=1, cpus_per_task=args.slurm_cpus, mem_gb=args.slurm_mem_gb,
+            slurm_array_parallelism=args.slurm_parallelism, name="offrl-sweep", slurm_additional_parameters=extra,
+            **({"slurm_partition": args.slurm_partition} if args.slurm_partition else {}),
+        )  # fmt: skip
+    else:
+        executor = submitit.AutoExecutor(folder=folder, cluster="local")
+        executor.update_parameters(timeout_min=args.slurm_time)
+    submitted = executor.map_array(
+        run_group, groups, [per_task] * len(groups), [args.scripts_dir] * len(groups), [False] * len(groups)
+    )
+    print(f"[sweep] submitted {len(groups)} task(s) of up to {per_task} job(s): {[j.job_id for j in submitted]}")
+    print(f"[sweep] submitit logs: {folder}", flush=True)
+    if args.no_wait:
+        return None
+    outcomes = []
+    for task in submitted:
+        try:
+            outcomes += task.result()
+        except Exception as error:  # noqa: BLE001  (a task that died: say which, keep collecting the others)
+            print(f"[sweep] task {task.job_id} failed: {error}", file=sys.stderr)
+            outcomes.append({"job": f"task {task.job_id}", "state": "error", "returncode": None, "seconds": 0.0})
+    return outcomes
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args, common_flags = parse_args(argv)
+    root = pathlib.Path(args.root)
+    try:
+        jobs = build_jobs(args.algos, args.envs, args.seeds, parse_grid(args.grid), root, common_flags)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    states = {job.run_dir: job_state(job) for job in jobs}
+    if args.retry_failed:
+        for job in jobs:
+            if states[job.run_dir] == "failed":
+                print(f"[sweep] {job.name}: failed run moved to {_set_aside(pathlib.Path(job.run_dir), root)}")
+                states[job.run_dir] = "new"
+    counts = {s: sum(v == s for v in states.values()) for s in ("new", "resume", "restart", "done", "failed", "locked")}
+    print("[sweep] " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" (of {len(jobs)} jobs)", flush=True)
+    for job in jobs:
+        done_record = pathlib.Path(job.run_dir) / JOB_RECORD
+        if states[job.run_dir] == "done" and done_record.is_file():
+            with contextlib.suppress(OSError, json.JSONDecodeError):
+                if json.loads(done_record.read_text()).get("flags") != job.flags:
+                    print(f"[sweep] note: {job.name} finished with other flags; use a new --root to rerun it.")
+    todo = [job for job in jobs if states[job.run_dir] in ("new", "resume", "restart")]
+    if args.dry_run:
+        for job in jobs:
+            print(f"  {states[job.run_dir]:>7}  train_{job.algo}.py {shlex.join(job.flags)}")
+        return 0
+    _record(root, argv, jobs)
+    if todo:
+        _prepare_datasets(args)
+        for job in todo:
+            if states[job.run_dir] == "restart":
+                moved = _set_aside(pathlib.Path(job.run_dir), root)
+                print(f"[sweep] {job.name}: no checkpoint to resume from; old folder moved to {moved}")
+        if args.executor == "local":
+            concurrency = args.jobs or _default_concurrency(args.jobs_per_gpu)
+            print(f"[sweep] running {len(todo)} job(s), {concurrency} at a time; logs in <run_dir>/sweep.log")
+            try:
+                outcomes = run_group(todo, concurrency, args.scripts_dir, progress=True)
+            except KeyboardInterrupt:
+                print("\n[sweep] interrupted: running jobs saved checkpoints. Rerun the same command to resume.")
+                return 130
+        else:
+            outcomes = _submit(args, todo, root)
+            if outcomes is None:
+                return 0
+        unfinished = [o for o in outcomes if o["state"] != "done"]
+        if unfinished:
+            print(f"[sweep] {len(unfinished)} job(s) did not finish: " + "; ".join(o["job"] for o in unfinished))
+    else:
+        print("[sweep] nothing to run.")
+    if args.report:
+        from offrl import report
+
+        report_args = [str(root), "--output", args.report] + (["--readme", args.readme] if args.readme else [])
+        report.main(report_args)
+    final = [job_state(job) for job in jobs]
+    return 0 if all(state == "done" for state in final) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""offrl.sweep and offrl.hparams: job lists, recommended hyperparameters, and tiny sweeps run for real.
+
+The tiny sweeps (2 algorithms x 1 env x 2 seeds, 40 steps, CPU) go through the local process path and through
+submitit's local executor; a rerun must start no job, an interrupted run must be resumed, a failed one skipped.
+"""
+
+import fcntl
+import json
+import pathlib
+
+import pytest
+
+from offrl import hparams, report, sweep
+
+ENV = "test/pendulum/random-v0"
+TINY = ["--total-steps", "40", "--eval-every", "20", "--log-every", "20", "--save-every", "20", "--eval-episodes", "2",
+        "--eval-envs", "2", "--hidden-dims", "16", "16", "--batch-size", "32", "--no-compile"]  # fmt: skip
+
+
+def sweep_args(root, minari_dir, *extra: str) -> list[str]:
+    return ["--algos", "iql", "fql", "--envs", ENV, "--seeds", "0", "1", "--root", str(root),
+            "--dataset-dir", str(minari_dir), "--jobs", "2", *extra, "--", *TINY]  # fmt: skip
+
+
+def results_of(root: pathlib.Path) -> dict[str, dict]:
+    return {str(p.parent.relative_to(root)): json.loads(p.read_text()) for p in sorted(root.rglob("results.json"))}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Recommended hyperparameters
+
+
+def test_recommended_hyperparameters_follow_the_domain():
+    assert hparams.recommended("fql", "puzzle-3x3-play-singletask-task4-v0") == {"alpha": 1000.0}
+    assert hparams.recommended("fql", "cube-double-play-singletask-task2-v0") == {"alpha": 300.0}
+    assert hparams.recommended("fql", "antsoccer-arena-navigate-singletask-task1-v0") == {
+        "discount": 0.995, "alpha": 10.0}  # fmt: skip
+    assert hparams.recommended("fql", "antmaze-giant-navigate-singletask-v0") == {
+        "discount": 0.995, "alpha": 10.0, "q_agg": "min"}  # fmt: skip
+    assert hparams.recommended("fql", "D4RL/pen/expert-v2") == {"q_agg": "min", "alpha": 3000.0, "total_steps": 500000}
+    assert hparams.recommended("fan", "scene-play-singletask-task2-v0") == {"alpha1": 100.0, "alpha2": 3.0}
+    assert hparams.recommended("fan", "D4RL/antmaze/large-play-v1") == {
+        "discount": 0.99, "alpha1": 3.0, "alpha2": 0.03, "z_agg": "min", "total_steps": 500000}  # fmt: skip
+    assert hparams.recommended("iql", "mujoco/hopper/medium-v0") == {"expectile": 0.7, "alpha": 3.0}
+    assert hparams.recommended("idql", "D4RL/antmaze/medium-play-v1") == {"expectile": 0.9, "num_candidates": 32}
+    assert hparams.recommended("sacbc", "antsoccer-arena-navigate-singletask-task1-v0") == {
+        "discount": 0.995, "alpha": 3.0}  # fmt: skip
+    assert hparams.recommended("iql", "some-unknown-env") == {}
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        hparams.recommended("td3", "scene-play-singletask-v0")
+
+
+def test_every_recommended_field_is_a_field_of_its_script():
+    import importlib
+
+    for algo in hparams.ALGOS:
+        fields = set(importlib.import_module(f"train_{algo}").Args.__dataclass_fields__)
+        for rule in hparams.RULES:
+            if algo in rule.algos:
+                assert set(rule.values) <= fields, (algo, rule)
+
+
+def test_domains_and_flags():
+    assert hparams.domain_of("cube-single-play-singletask-task1-v0") == "cube-single"
+    assert hparams.domain_of("puzzle-3x3-play-singletask-v0") == "puzzle-3x3"
+    assert hparams.domain_of("antsoccer-arena-navigate-singletask-task4-v0") == "antsoccer-arena"
+    assert hparams.domain_of("D4RL/antmaze/medium-play-v1") == "D4RL/antmaze"
+    flags = hparams.to_flags({"q_agg": "min", "layer_norm": False, "compile": True, "hidden_dims": (8, 8)})
+    assert flags == ["--q-agg", "min", "--no-layer-norm", "--compile", "--hidden-dims", "8", "8"]
+    assert hparams.main(["fql", "puzzle-4x4-play-singletask-task1-v0"]) == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Job lists
+
+
+def test_grid_is_a_cross_product_and_overrides_the_recommended_values(tmp_path):
+    grid = sweep.parse_grid(["alpha=100,300", "q-agg=mean,min"])
+    assert grid == [{"alpha": "100", "q_agg": "mean"}, {"alpha": "100", "q_agg": "min"},
+                    {"alpha": "300", "q_agg": "mean"}, {"alpha": "300", "q_agg": "min"}]  # fmt: skip
+    jobs = sweep.build_jobs(["fql"], ["puzzle-3x3-play-singletask-task4-v0"], [0, 1], grid, tmp_path, ["--lr", "1e-4"])
+    assert len(jobs) == 8 and len({job.run_dir for job in jobs}) == 8
+    first = jobs[0]
+    assert first.run_dir == str(
+        tmp_path / "puzzle-3x3-play-singletask-task4-v0" / "fql" / "alpha=100,q_agg=mean" / "seed0"
+    )
+    assert first.flags.count("--alpha") == 1 and first.flags[first.flags.index("--alpha") + 1] == "100"
+    assert first.flags[-2:] == ["--lr", "1e-4"]
+    # without a grid, the recommended alpha; flags after '--' win over it
+    (plain,) = sweep.build_jobs(["fql"], ["puzzle-3x3-play-singletask-task4-v0"], [0], [{}], tmp_path, [])
+    assert plain.flags[plain.flags.index("--alpha") + 1] == "1000.0"
+    (own,) = sweep.build_jobs(["fql"], ["puzzle-3x3-play-singletask-task4-v0"], [0], [{}], tmp_path, ["--alpha", "5"])
+    assert own.flags.count("--alpha") == 1 and own.flags[-2:] == ["--alpha", "5"]
+    with pytest.raises(ValueError, match="both"):
+        sweep.build_jobs(["fql"], ["scene-play-singletask-v0"], [0], [{"alpha": "1"}], tmp_path, ["--alpha", "2"])
+    for bad in (["alpha"], ["alpha="], ["alpha=1", "alpha=2"]):
+        with pytest.raises(ValueError):
+            sweep.parse_grid(bad)
+
+
+def test_bad_sweep_input_is_explained(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        sweep.main(["--algos", "td3", "--envs", ENV])
+    assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sweep.main(["--algos", "iql", "--envs", ENV, "--jobs", "0"])
+    assert "--jobs must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="not-a-dataset"):
+        sweep.main(["--algos", "iql", "--envs", "not-a-dataset", "--root", str(tmp_path), "--no-download"])
+    assert sweep.main(["--algos", "iql", "--envs", ENV, "--root", str(tmp_path), "--grid", "alpha", "--", *TINY]) == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tiny sweeps, run for real
+
+
+def test_local_sweep_runs_every_job_then_a_rerun_starts_none(tmp_path, minari_dir, monkeypatch, capsys):
+    root = tmp_path / "sweep"
+    assert sweep.main(sweep_args(root, minari_dir)) == 0
+    results = results_of(root)
+    assert sorted(results) == [f"test-pendulum-random-v0/{a}/seed{s}" for a in ("fql", "iql") for s in (0, 1)]
+    for name, result in results.items():
+        assert result["status"] == "finished" and [e["step"] for e in result["evals"]] == [0, 20, 40]
+        assert result["args"]["seed"] == int(name[-1]) and result["args"]["total_steps"] == 40
+    record = json.loads((root / "sweep.json").read_text())
+    assert len(record["jobs"]) == 4 and "offrl.sweep" in record["invocations"][0]["command"]
+
+    def no_job(*args, **kwargs):
+        raise AssertionError("a finished job was started again")
+
+    monkeypatch.setattr(sweep, "run_job", no_job)
+    capsys.readouterr()
+    assert sweep.main(sweep_args(root, minari_dir)) == 0
+    assert "4 done (of 4 jobs)" in capsys.readouterr().out
+    assert results_of(root) == results
+
+    # the report of that sweep: one row per algorithm, two seeds each, and a plot
+    out = tmp_path / "report"
+    assert report.main([str(root), "--output", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    for algo in ("fql", "iql"):
+        row = next(line for line in text.splitlines() if line.startswith(f"| {ENV} | {algo} |"))
+        assert "| 2 | 40 |" in row
+    assert (out / f"curves-{ENV.replace('/', '-')}.png").stat().st_size > 1000
+
+
+def test_submitit_local_executor_runs_the_same_jobs(tmp_path, minari_dir):
+    pytest.importorskip("submitit")
+    root = tmp_path / "sweep"
+    assert sweep.main(sweep_args(root, minari_dir, "--executor", "submitit-local", "--jobs-per-task", "2")) == 0
+    results = results_of(root)
+    assert len(results) == 4 and all(r["status"] == "finished" for r in results.values())
+    assert len(list((root / "submitit").glob("*_result.pkl"))) == 2  # two tasks of two jobs each
+
+
+def test_interrupted_jobs_resume_failed_ones_are_skipped_locked_ones_left_alone(tmp_path, minari_dir, capsys):
+    root = tmp_path / "sweep"
+    one_algo = ["--algos", "iql", "--envs", ENV, "--seeds", "0", "1", "2", "--root", str(root),
+                "--dataset-dir", str(minari_dir), "--jobs", "2", "--", *TINY]  # fmt: skip
+    assert sweep.main(one_algo) == 0
+    jobs = {int(p.name[-1]): p for p in (root / "test-pendulum-random-v0" / "iql").iterdir()}
+    # seed 0: interrupted after its checkpoint; seed 1: failed; seed 2: being run by another sweep
+    interrupted = json.loads((jobs[0] / "results.json").read_text())
+    (jobs[0] / "results.json").write_text(json.dumps({**interrupted, "status": "interrupted"}))
+    failed = json.loads((jobs[1] / "results.json").read_text())
+    (jobs[1] / "results.json").write_text(json.dumps({**failed, "status": "failed"}))
+    (jobs[2] / "results.json").write_text(json.dumps({**failed, "status": "running"}))
+    with open(jobs[2] / sweep.LOCK_NAME, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        capsys.readouterr()
+        assert sweep.main(one_algo) == 1  # not everything finished: one failed, one still running elsewhere
+        out = capsys.readouterr().out
+    assert "1 resume, 1 failed, 1 locked" in out
+    assert "--resume" in (jobs[0] / "sweep.log").read_text()
+    assert json.loads((jobs[0] / "results.json").read_text())["status"] == "finished"
+    assert json.loads((jobs[1] / "results.json").read_text())["status"] == "failed"
+    # --retry-failed keeps the failed run aside and runs the job again; seed 2 (no longer locked) resumes
+    assert sweep.main(one_algo[: -len(TINY) - 1] + ["--retry-failed", "--", *TINY]) == 0
+    assert all(json.loads((jobs[s] / "results.json").read_text())["status"] == "finished" for s in (1, 2))
+    (kept,) = (root / ".superseded").rglob("results.json")
+    assert json.loads(kept.read_text())["status"] == "failed"
+
+
+def test_missing_ogbench_data_is_generated_once_before_the_jobs(tmp_path, capsys):
+    data = tmp_path / "data"
+    args = ["--algos", "iql", "--envs", "cube-single-play-singletask-task1-v0", "--seeds", "0", "1",
+            "--root", str(tmp_path / "sweep"), "--dataset-dir", str(data), "--generate-episodes", "1", "--jobs", "2",
+            "--", *TINY, "--eval-episodes", "1", "--eval-envs", "1", "--total-steps", "20"]  # fmt: skip
+    assert sweep.main(args) == 0
+    assert "dataset for cube-single-play-singletask-task1-v0" in capsys.readouterr().out
+    assert sorted(p.name for p in (data / "generated").iterdir()) == [
+        "cube-single-play-v0-1ep-seed0-val.npz", "cube-single-play-v0-1ep-seed0.npz"]  # fmt: skip
+    for log in (tmp_path / "sweep").rglob("sweep.log"):
+        assert "generating" not in log.read_text()
+
+
+def test_prepare_dataset_explains_bad_requests(tmp_path):
+    from offrl.datasets import DatasetError, prepare_dataset
+
+    with pytest.raises(DatasetError, match="OGBench names only"):
+        prepare_dataset("mujoco/hopper/medium-v0", tmp_path, generate_episodes=3)
+    with pytest.raises(DatasetError, match="download-only"):
+        prepare_dataset("antsoccer-arena-navigate-singletask-task1-v0", tmp_path, download=False)
