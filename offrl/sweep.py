@@ -374,7 +374,10 @@ def _submit(args: argparse.Namespace, jobs: list[Job], root: pathlib.Path) -> li
     groups = [jobs[i : i + per_task] for i in range(0, len(jobs), per_task)]
     folder = root / "submitit"
     if args.executor == "slurm":
-        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        try:
+            executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        except RuntimeError as error:  # no srun on this machine
+            raise SystemExit(f"error: --executor slurm: {error} Run the sweep on a Slurm login node.") from None
         extra = {"account": args.slurm_account} if args.slurm_account else {}
         executor.update_parameters(
             timeout_min=args.slurm_time, gpus_per_node=1, cpus_per_task=args.slurm_cpus, mem_gb=args.slurm_mem_gb,

@@ -201,3 +201,28 @@ def test_prepare_dataset_explains_bad_requests(tmp_path):
         prepare_dataset("mujoco/hopper/medium-v0", tmp_path, generate_episodes=3)
     with pytest.raises(DatasetError, match="download-only"):
         prepare_dataset("antsoccer-arena-navigate-singletask-task1-v0", tmp_path, download=False)
+
+
+def test_slurm_submission_without_a_cluster(tmp_path, minari_dir, monkeypatch):
+    """The Slurm path up to sbatch, with stand-ins for `srun` and `sbatch` that record what they were given."""
+    pytest.importorskip("submitit")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(
+        '#!/bin/sh\nfor last; do :; done\ncp "$last" "$(dirname "$0")/submitted.sh"\necho "Submitted batch job 4242"\n'
+    )
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    root = tmp_path / "sweep"
+    args = sweep_args(root, minari_dir, "--executor", "slurm", "--jobs-per-task", "2", "--slurm-partition", "gpu",
+                      "--slurm-time", "90", "--no-wait")  # fmt: skip
+    assert sweep.main(args) == 0
+    script = (bin_dir / "submitted.sh").read_text()
+    for line in ("#SBATCH --array=0-1%2", "#SBATCH --gpus-per-node=1", "#SBATCH --partition=gpu", "#SBATCH --time=90"):
+        assert line in script
+    assert not list(root.rglob("results.json"))  # submitted, nothing run here
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(SystemExit, match="srun"):
+        sweep.main(args)
