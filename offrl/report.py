@@ -178,6 +178,23 @@ def _safe(text: str) -> str:
     return re.sub(r"[^\w.-]+", "-", text).strip("-")
 
 
+_SOURCES = {
+    "official": "the official OGBench download",
+    "generated": "regenerated locally with OGBench's oracles and data-collection procedure (not the official file)",
+    "file": "a dataset file given by path",
+}
+
+
+def _describe_data(dataset: dict[str, Any]) -> str:
+    source = dataset.get("source")
+    name = pathlib.Path(str(dataset.get("path"))).name
+    if source in _SOURCES:
+        return f"{_SOURCES[source]}, `{name}`"
+    if source == "minari":
+        return f"Minari dataset ({dataset.get('num_episodes')} episodes)"
+    return "not recorded"
+
+
 def settings_summary(runs: list[Run]) -> list[str]:
     """Lines describing what the runs shared: steps, sizes, evaluation, data."""
 
@@ -185,8 +202,7 @@ def settings_summary(runs: list[Run]) -> list[str]:
         values = {json.dumps(run.args.get(key)) for run in runs}
         return ", ".join(sorted(_short(json.loads(v)) for v in values))
 
-    datasets = [run.results.get("dataset") or {} for run in runs]
-    sources = sorted({f"{d.get('source')} ({pathlib.Path(str(d.get('path'))).name})" for d in datasets})
+    sources = sorted({_describe_data(run.results.get("dataset") or {}) for run in runs})
     rates = [r.results["train_steps_per_second"] for r in runs if r.results.get("train_steps_per_second")]
     lines = [
         f"- Training: {common('total_steps')} gradient steps, batch {common('batch_size')}, hidden layers "
@@ -200,9 +216,11 @@ def settings_summary(runs: list[Run]) -> list[str]:
     return lines
 
 
-def markdown(groups: list[Group], runs: list[Run], sweep: dict[str, Any] | None, plots: dict[str, str]) -> str:
+def markdown(
+    groups: list[Group], runs: list[Run], sweep: dict[str, Any] | None, plots: dict[str, str], title: bool = True
+) -> str:
     """The whole report as Markdown: how it was made, then one table (and the curves) per domain."""
-    lines = ["## Results", ""]
+    lines = ["## Results", ""] if title else []
     if sweep:
         for invocation in sweep.get("invocations", [])[-1:]:
             info = invocation.get("machine", {})
@@ -322,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme:
         readme = pathlib.Path(args.readme)
         relative = pathlib.Path(os.path.relpath(output.resolve(), readme.resolve().parent)).as_posix()
-        update_readme(readme, markdown(groups, runs, sweep, {k: f"{relative}/{v}" for k, v in plots.items()}))
+        images = {k: f"{relative}/{v}" for k, v in plots.items()}
+        update_readme(readme, markdown(groups, runs, sweep, images, title=False))
         print(f"[report] updated {readme}")
     return 0
 
