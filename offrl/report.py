@@ -210,6 +210,15 @@ def settings_summary(runs: list[Run]) -> list[str]:
         f"- Evaluation: every {common('eval_every')} steps (and at step 0), {common('eval_episodes')} episodes.",
         f"- Data: {'; '.join(sources)}.",
     ]
+    reduced = []
+    if any(run.args.get("total_steps", 0) < 1_000_000 for run in runs if "/" not in run.env_name):
+        reduced.append("fewer gradient steps than the papers' 1M")
+    if any(list(run.args.get("hidden_dims") or [512] * 4) != [512] * 4 for run in runs):
+        reduced.append("smaller networks than the papers' 4 x 512")
+    if any(run.args.get("eval_episodes", 50) < 50 for run in runs):
+        reduced.append("fewer evaluation episodes than the papers' 50")
+    if reduced:
+        lines.append(f"- **Reduced scale**: {', '.join(reduced)}. Not comparable with the published numbers.")
     if rates:
         spread = f"{min(rates):.0f}" if round(min(rates)) == round(max(rates)) else f"{min(rates):.0f}-{max(rates):.0f}"
         lines.append(f"- Training speed: {spread} updates/s per run (compilation and evaluation excluded).")

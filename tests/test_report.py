@@ -62,6 +62,7 @@ def test_report_table_values(runs_root, tmp_path):
     assert "### cube-single" in text and "### scene" in text
     assert row(text, "task2", "fql", "recommended")[5] == "25.0"
     assert "fql2" in text and "(interrupted)" in text
+    assert "**Reduced scale**: fewer gradient steps than the papers' 1M. Not comparable" in text
     assert (out / f"curves-{TASK1}.png").is_file()
 
 
