@@ -57,7 +57,8 @@ RULES: tuple[Rule, ...] = (
     Rule(("iql", "idql"), r"mujoco/.*", {"expectile": 0.7}, "IQL and IDQL papers: locomotion"),
     Rule(("iql",), r"mujoco/.*", {"alpha": 3.0}, "IQL paper: locomotion temperature 3"),
     Rule(("iql", "idql"), r"D4RL/antmaze", {"expectile": 0.9}, "IQL and IDQL papers: antmaze"),
-    Rule(("iql",), r"D4RL/antmaze", {"alpha": 10.0, "actor_cosine_decay": True}, "IQL paper: antmaze"),
+    Rule(("iql",), r"D4RL/antmaze", {"alpha": 10.0}, "IQL paper: antmaze temperature 10"),
+    Rule(("iql",), r"(D4RL|mujoco)/.*", {"actor_cosine_decay": True}, "IQL paper: actor cosine decay on D4RL"),
     # IDQL: candidates per state (paper: 32 antmaze, 128 locomotion).
     Rule(("idql",), r"mujoco/.*", {"num_candidates": 128}, "IDQL paper"),
     Rule(("idql",), r"D4RL/antmaze|antmaze-.*", {"num_candidates": 32}, "IDQL paper"),

@@ -41,7 +41,8 @@ def test_recommended_hyperparameters_follow_the_domain():
     assert hparams.recommended("fan", "scene-play-singletask-task2-v0") == {"alpha1": 100.0, "alpha2": 3.0}
     assert hparams.recommended("fan", "D4RL/antmaze/large-play-v1") == {
         "discount": 0.99, "alpha1": 3.0, "alpha2": 0.03, "z_agg": "min", "total_steps": 500000}  # fmt: skip
-    assert hparams.recommended("iql", "mujoco/hopper/medium-v0") == {"expectile": 0.7, "alpha": 3.0}
+    assert hparams.recommended("iql", "mujoco/hopper/medium-v0") == {
+        "expectile": 0.7, "alpha": 3.0, "actor_cosine_decay": True}  # fmt: skip
     assert hparams.recommended("idql", "D4RL/antmaze/medium-play-v1") == {"expectile": 0.9, "num_candidates": 32}
     assert hparams.recommended("sacbc", "antsoccer-arena-navigate-singletask-task1-v0") == {
         "discount": 0.995, "alpha": 3.0}  # fmt: skip
