@@ -8,13 +8,16 @@ networks; IDQL's denoiser 256 wide), once per mode:
     cudagraphs --compile --cudagraphs          (CUDA only: the compiled update replayed as CUDA graphs)
 A run trains `(repeats + 1) * steps` updates and logs every `steps`: the first interval is warm-up (it holds the
 compilation and the first steps after it) and each later interval is one repeat; the table gives the median over
-repeats of updates per second. Those rates come from the script's own TensorBoard log (`time/steps_per_second`,
-cumulative training time with compilation, evaluation and logging excluded), so they are what real runs achieve.
-Compile time is the first update's wall time (`compile_seconds` in results.json). Evaluation cost is the script's
-own measure (`eval_seconds_per_episode`, environment creation included) times 50.
+repeats of updates per second. With `--rounds R` every (script, mode) run is made R times, the modes taking turns
+(eager, compile, eager, compile, ...), and the median is over all R x repeats intervals: on a shared machine whose
+speed drifts, both modes then see the same conditions. Those rates come from the script's own TensorBoard log
+(`time/steps_per_second`, cumulative training time with compilation, evaluation and logging excluded), so they are
+what real runs achieve. Compile time is the first update's wall time (`compile_seconds` in results.json).
+Evaluation cost is the script's own measure (`eval_seconds_per_episode`, environment creation included) times 50.
 
 Usage: python -m offrl.bench                      # every script, every mode this machine has
        python -m offrl.bench --scripts fql --repeats 5 --steps 500 --output bench.json
+       python -m offrl.bench --rounds 3                # modes interleaved, three runs of each
 """
 
 from __future__ import annotations
@@ -61,9 +64,11 @@ def read_rates(run_dir: Path) -> dict[int, float]:
     return rates
 
 
-def measure(script: str, mode: str, args: argparse.Namespace, dataset_dir: Path, work_dir: Path) -> dict:
+def measure(
+    script: str, mode: str, args: argparse.Namespace, dataset_dir: Path, work_dir: Path, round_index: int = 0
+) -> dict:
     """Run one script in one mode and return its row of the table."""
-    run_dir = work_dir / f"{script}-{mode}"
+    run_dir = work_dir / f"{script}-{mode}-{round_index}"
     total = (args.repeats + 1) * args.steps
     command = [
         sys.executable, str(REPO_ROOT / f"train_{script}.py"), "--device", args.device,
@@ -88,6 +93,20 @@ def measure(script: str, mode: str, args: argparse.Namespace, dataset_dir: Path,
         "eval_seconds_per_50_episodes": 50 * results["eval_seconds_per_episode"],
         "run_seconds": time.perf_counter() - start,
     }
+
+
+def pool_rounds(rows: list[dict]) -> dict:
+    """One row from the rounds of a (script, mode): the median over all their repeats, medians of the rest."""
+    repeats = [rate for row in rows for rate in row["repeats"]]
+    pooled = {
+        **rows[0],
+        "updates_per_second": statistics.median(repeats),
+        "repeats": repeats,
+        "rounds": len(rows),
+    }
+    for key in ("compile_seconds", "eval_seconds_per_50_episodes", "run_seconds"):
+        pooled[key] = statistics.median(row[key] for row in rows)
+    return pooled
 
 
 def machine() -> dict:
@@ -139,6 +158,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="torch device passed to the scripts (default: auto)")
     parser.add_argument("--steps", type=int, default=None, help="updates per repeat (default: 100 on CPU, 2000 CUDA)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up interval (default: 3)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="runs of each (script, mode), modes taking turns (default: 1)"
+    )
     parser.add_argument("--episodes", type=int, default=10, help="episodes of the regenerated dataset (default: 10)")
     parser.add_argument(
         "--eval-episodes", type=int, default=None,
@@ -154,7 +176,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--modes cudagraphs needs a CUDA device")
     args.steps = args.steps or (2000 if cuda else 100)
     args.eval_episodes = args.eval_episodes or (50 if cuda else 4)
-    for name in ("steps", "repeats", "episodes", "eval_episodes"):
+    for name in ("steps", "repeats", "rounds", "episodes", "eval_episodes"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     return args
@@ -164,23 +186,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine()
     print(f"offrl.bench on {info['gpu'] or info['cpu']} ({info['cpu_cores']} cores), torch {info['torch']}")
-    print(f"{args.repeats} repeats x {args.steps} updates after a warm-up of {args.steps}, batch 256, default sizes")
+    print(
+        f"{args.rounds} round(s) of {args.repeats} repeats x {args.steps} updates after a warm-up of {args.steps}, "
+        "batch 256, default sizes"
+    )
     rows = []
     with tempfile.TemporaryDirectory(prefix="offrl-bench-") as work:
         dataset_dir = Path(args.dataset_dir or Path(work) / "data")
         for script in args.scripts:
-            for mode in args.modes:
-                try:
-                    row = measure(script, mode, args, dataset_dir, Path(work))
-                except (RuntimeError, subprocess.TimeoutExpired) as error:
-                    print(f"error: {error}", file=sys.stderr)
-                    return 1
-                rows.append(row)
-                print(
-                    f"  train_{script}.py {mode:>10}: {row['updates_per_second']:8.1f} updates/s "
-                    f"(repeats {row['repeats']}), compile {row['compile_seconds']:.1f} s",
-                    flush=True,
-                )
+            runs: dict[str, list[dict]] = {mode: [] for mode in args.modes}
+            for round_index in range(args.rounds):
+                for mode in args.modes:
+                    try:
+                        row = measure(script, mode, args, dataset_dir, Path(work), round_index)
+                    except (RuntimeError, subprocess.TimeoutExpired) as error:
+                        print(f"error: {error}", file=sys.stderr)
+                        return 1
+                    runs[mode].append(row)
+                    print(
+                        f"  train_{script}.py {mode:>10}: {row['updates_per_second']:8.1f} updates/s "
+                        f"(repeats {row['repeats']}), compile {row['compile_seconds']:.1f} s",
+                        flush=True,
+                    )
+            rows += [pool_rounds(runs[mode]) for mode in args.modes]
     table = markdown_table(rows)
     print(table)
     report = {"machine": info, "config": {k: v for k, v in vars(args).items() if k != "output"}, "rows": rows}

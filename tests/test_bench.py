@@ -1,6 +1,7 @@
 """offrl.bench: interval rates from the scripts' cumulative logs, and a tiny run of the whole benchmark."""
 
 import json
+import statistics
 import subprocess
 import sys
 
@@ -31,8 +32,8 @@ def test_bench_runs_the_scripts_and_writes_the_table(ogbench_dir, tmp_path):
     output = tmp_path / "bench.json"
     result = subprocess.run(
         [sys.executable, "-m", "offrl.bench", "--scripts", "sacbc", "--modes", "eager", "compile", "--steps", "3",
-         "--repeats", "2", "--episodes", "2", "--eval-episodes", "1", "--dataset-dir", str(ogbench_dir),
-         "--output", str(output)],
+         "--repeats", "2", "--rounds", "2", "--episodes", "2", "--eval-episodes", "1",
+         "--dataset-dir", str(ogbench_dir), "--output", str(output)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -40,7 +41,8 @@ def test_bench_runs_the_scripts_and_writes_the_table(ogbench_dir, tmp_path):
     report = json.loads(output.read_text())
     assert [row["mode"] for row in report["rows"]] == ["eager", "compile"]
     for row in report["rows"]:
-        assert len(row["repeats"]) == 2 and row["updates_per_second"] > 0 and row["compile_seconds"] > 0
+        assert len(row["repeats"]) == 4 and row["rounds"] == 2  # two rounds of two repeats, pooled
+        assert row["updates_per_second"] == statistics.median(row["repeats"]) and row["compile_seconds"] > 0
         assert row["eval_seconds_per_50_episodes"] > 0
     assert report["machine"]["torch"] and report["config"]["steps"] == 3
 
