@@ -231,13 +231,14 @@ def markdown(
     """The whole report as Markdown: how it was made, then one table (and the curves) per domain."""
     lines = ["## Results", ""] if title else []
     if sweep:
-        for invocation in sweep.get("invocations", [])[-1:]:
+        invocations = sweep.get("invocations", [])
+        for invocation in invocations[-1:]:
             info = invocation.get("machine", {})
             hardware = info.get("gpu") or f"{info.get('cpu')} ({info.get('cpu_cores')} cores)"
             then = "" if "--report" in invocation["command"] else ", then `python -m offrl.report`"
             lines += [
-                f"Made by `{invocation['command']}`{then} on {hardware}, torch {info.get('torch')}, "
-                f"{invocation.get('time')}.",
+                f"Made by `{invocation['command']}`{then} on {hardware}, torch {info.get('torch')} (sweep started "
+                f"{invocations[0].get('time')}, last invoked {invocation.get('time')}).",
                 "",
             ]
     lines += settings_summary(runs) + [""]
@@ -287,6 +288,8 @@ def plot_curves(groups: list[Group], output: pathlib.Path) -> dict[str, str]:
             (line,) = axis.plot(steps, means, label=label)
             low = [m - s for m, s in zip(means, stds, strict=True)]
             high = [m + s for m, s in zip(means, stds, strict=True)]
+            if "/" not in env_name:  # a success rate stays within [0, 100]
+                low, high = [max(v, 0.0) for v in low], [min(v, 100.0) for v in high]
             axis.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
         axis.set_xlabel("gradient steps")
         axis.set_ylabel("success (%)" if "/" not in env_name else "normalized score")
