@@ -5,19 +5,21 @@ small regenerated cube-single set (observation 28, action 5) at the script's def
 networks; IDQL's denoiser 256 wide), once per mode:
     eager      --no-compile
     compile    --compile                       (torch.compile, default mode)
-    cudagraphs --compile --cudagraphs          (CUDA only: the compiled update replayed as CUDA graphs)
+    cudagraphs --compile --cudagraphs          (CUDA only: the compiled update replayed as one CUDA graph)
 A run trains `(repeats + 1) * steps` updates and logs every `steps`: the first interval is warm-up (it holds the
 compilation and the first steps after it) and each later interval is one repeat; the table gives the median over
 repeats of updates per second. With `--rounds R` every (script, mode) run is made R times, the modes taking turns
 (eager, compile, eager, compile, ...), and the median is over all R x repeats intervals: on a shared machine whose
 speed drifts, both modes then see the same conditions. Those rates come from the script's own TensorBoard log
-(`time/steps_per_second`, cumulative training time with compilation, evaluation and logging excluded), so they are
-what real runs achieve. Compile time is the first update's wall time (`compile_seconds` in results.json).
+(`time/train_seconds`, cumulative training time with compilation, evaluation and logging excluded), so they are
+what real runs achieve. Compile time is the wall time of the first update (with CUDA graphs: of the first three, the
+last of which captures the graph; `compile_seconds` in results.json).
 Evaluation cost is the script's own measure (`eval_seconds_per_episode`, environment creation included) times 50.
 
 Usage: python -m offrl.bench                      # every script, every mode this machine has
        python -m offrl.bench --scripts fql --repeats 5 --steps 500 --output bench.json
        python -m offrl.bench --rounds 3                # modes interleaved, three runs of each
+       python -m offrl.bench --profile fql             # torch.profiler table + Chrome trace of FQL's update
 """
 
 from __future__ import annotations
@@ -40,28 +42,27 @@ MODE_FLAGS = {"eager": ["--no-compile"], "compile": ["--compile"], "cudagraphs":
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def interval_rates(steps_per_second: dict[int, float], interval: int) -> list[float]:
-    """Updates/s of each logging interval after the first, from the cumulative rates logged at its ends.
+def interval_rates(train_seconds: dict[int, float], interval: int) -> list[float]:
+    """Updates/s of each logging interval after the first, from the cumulative training time logged at its ends.
 
-    `steps_per_second` maps a log step k * interval to the cumulative rate timed_steps / train_seconds, where
-    timed_steps = step - 1 (the first, compiling update is not timed). Returns one rate per interval from the second.
+    `train_seconds` maps a log step k * interval to the training time so far (compilation, evaluation and logging
+    excluded). Returns one rate per interval from the second: interval / (seconds at its end - seconds at its start).
     """
-    steps = sorted(steps_per_second)
-    seconds = {step: (step - 1) / steps_per_second[step] for step in steps}
-    return [interval / (seconds[b] - seconds[a]) for a, b in zip(steps, steps[1:], strict=False)]
+    steps = sorted(train_seconds)
+    return [interval / (train_seconds[b] - train_seconds[a]) for a, b in zip(steps, steps[1:], strict=False)]
 
 
-def read_rates(run_dir: Path) -> dict[int, float]:
-    """The `time/steps_per_second` scalars of a run directory: {step: value}."""
+def read_scalars(run_dir: Path, tag: str) -> dict[int, float]:
+    """The `tag` scalars of a run directory's TensorBoard logs: {step: value}."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    rates: dict[int, float] = {}
+    values: dict[int, float] = {}
     for events in sorted(run_dir.glob("events.out.tfevents.*")):
         accumulator = EventAccumulator(str(events))
         accumulator.Reload()
-        if "time/steps_per_second" in accumulator.Tags()["scalars"]:
-            rates.update({e.step: e.value for e in accumulator.Scalars("time/steps_per_second")})
-    return rates
+        if tag in accumulator.Tags()["scalars"]:
+            values.update({e.step: e.value for e in accumulator.Scalars(tag)})
+    return values
 
 
 def measure(
@@ -83,7 +84,7 @@ def measure(
         tail = "\n".join((process.stdout + process.stderr).strip().splitlines()[-15:])
         raise RuntimeError(f"train_{script}.py ({mode}) exited {process.returncode}:\n{tail}")
     results = json.loads((run_dir / "results.json").read_text())
-    rates = interval_rates(read_rates(run_dir), args.steps)
+    rates = interval_rates(read_scalars(run_dir, "time/train_seconds"), args.steps)
     return {
         "script": f"train_{script}.py",
         "mode": mode,
@@ -144,6 +145,74 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def profile(script: str, mode: str, args: argparse.Namespace, dataset_dir: Path, work_dir: Path) -> str:
+    """Profile `profile_steps` updates of one script (after `steps` of warm-up) with torch.profiler, in this process.
+
+    The script runs as usual (`main` of train_<script>.py, its own update); only its `compile_update` is wrapped so
+    that every update call advances the profiler's schedule. Writes `<profile_dir>/<script>-<mode>.txt` (the operator
+    table, sorted by self time on the device, or on the CPU without CUDA) and a Chrome trace beside it, and returns
+    the table.
+    """
+    import importlib
+
+    import tyro
+    from torch.profiler import ProfilerActivity, schedule
+
+    from offrl.runs import warmup_calls
+
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    module = importlib.import_module(f"train_{script}")
+    cuda = torch.cuda.is_available() if args.device == "auto" else args.device.startswith("cuda")
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    profiler = torch.profiler.profile(
+        activities=activities, schedule=schedule(wait=args.steps, warmup=3, active=args.profile_steps, repeat=1)
+    )
+    original = module.compile_update
+
+    def profiled_compile(fn, enabled, cudagraphs, device, name="update"):
+        update = original(fn, enabled, cudagraphs, device, name)
+        if name != "update":
+            return update
+
+        def step():
+            outputs = update()
+            profiler.step()
+            return outputs
+
+        step.warmup_calls = warmup_calls(update)
+        return step
+
+    total = args.steps + 3 + args.profile_steps + 1  # the last step closes the profiled window before the final eval
+    cli = [
+        "--device", args.device, "--dataset-dir", str(dataset_dir), "--generate-episodes", str(args.episodes),
+        "--total-steps", str(total), "--log-every", str(total), "--eval-every", str(total), "--eval-episodes", "1",
+        "--eval-envs", "1", "--save-every", str(total), "--run-dir", str(work_dir / f"profile-{script}-{mode}"),
+        *MODE_FLAGS[mode],
+    ]  # fmt: skip
+    module.compile_update = profiled_compile
+    try:
+        profiler.start()
+        code = module.main(tyro.cli(module.Args, args=cli))
+        profiler.stop()
+    finally:
+        module.compile_update = original
+    if code != 0:
+        raise RuntimeError(f"train_{script}.py ({mode}) exited {code} while profiling")
+    sort_by = "self_device_time_total" if cuda else "self_cpu_time_total"
+    averages = profiler.key_averages()
+    table = averages.table(sort_by=sort_by, row_limit=25)
+    header = f"train_{script}.py, {mode}: {args.profile_steps} updates profiled after {args.steps + 3}"
+    if cuda:
+        kernels = sum(event.count for event in averages if event.device_type == torch.autograd.DeviceType.CUDA)
+        header += f"; {kernels / args.profile_steps:.0f} device kernels per update"
+    out = Path(args.profile_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{script}-{mode}.txt").write_text(f"{header}\n{table}\n")
+    profiler.export_chrome_trace(str(out / f"{script}-{mode}.trace.json"))
+    return f"{header}\n{table}"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m offrl.bench",
@@ -169,14 +238,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset-dir", default=None, help="where the regenerated set goes (default: a temp dir)")
     parser.add_argument("--output", default="bench.json", help="where the table goes as JSON (default: bench.json)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run (default: 3600)")
+    parser.add_argument(
+        "--profile", choices=SCRIPTS, default=None,
+        help="instead of the table: profile this script's update with torch.profiler (in the first of --modes; "
+        "default: cudagraphs on CUDA, compile on CPU), after --steps updates of warm-up",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile-steps", type=int, default=None, help="updates profiled (default: 50 on CUDA, 10 on CPU)"
+    )
+    parser.add_argument(
+        "--profile-dir", default="profiles", help="where the profile table and Chrome trace go (default: profiles)"
+    )
     args = parser.parse_args(argv)
+    profile_modes = args.modes
     cuda = torch.cuda.is_available() if args.device == "auto" else args.device.startswith("cuda")
     args.modes = args.modes or (["eager", "compile", "cudagraphs"] if cuda else ["eager", "compile"])
     if "cudagraphs" in args.modes and not cuda:
         parser.error("--modes cudagraphs needs a CUDA device")
     args.steps = args.steps or (2000 if cuda else 100)
     args.eval_episodes = args.eval_episodes or (50 if cuda else 4)
-    for name in ("steps", "repeats", "rounds", "episodes", "eval_episodes"):
+    args.profile_steps = args.profile_steps or (50 if cuda else 10)
+    if args.profile:
+        args.modes = profile_modes[:1] if profile_modes else ["cudagraphs" if cuda else "compile"]
+    for name in ("steps", "repeats", "rounds", "episodes", "eval_episodes", "profile_steps"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     return args
@@ -190,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.rounds} round(s) of {args.repeats} repeats x {args.steps} updates after a warm-up of {args.steps}, "
         "batch 256, default sizes"
     )
+    if args.profile:
+        with tempfile.TemporaryDirectory(prefix="offrl-profile-") as work:
+            dataset_dir = Path(args.dataset_dir or Path(work) / "data")
+            print(profile(args.profile, args.modes[0], args, dataset_dir, Path(work)))
+        print(f"written to {args.profile_dir}/{args.profile}-{args.modes[0]}.txt (and .trace.json)")
+        return 0
     rows = []
     with tempfile.TemporaryDirectory(prefix="offrl-bench-") as work:
         dataset_dir = Path(args.dataset_dir or Path(work) / "data")

@@ -3,7 +3,7 @@
 The `train_*.py` scripts keep their loop in the file (a reader never leaves it); the pieces here are the ones that
 would otherwise be copied into every script:
 
-- `resolve_device`, `seed_everything`, `default_run_dir`, `compile_update`;
+- `resolve_device`, `seed_everything`, `default_run_dir`, `compile_update` (with `CUDAGraphed`, `warmup_calls`);
 - `RunLogger`: TensorBoard scalars, the hyperparameters as text, and `results.json` rewritten atomically after
   every evaluation (`{"algo", "env_name", "args", "status", "evals": [{"step", "success", "return",
   "normalized_score", "episode_length", "wall_time"}, ...]}`);
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "CUDAGraphed",
     "NonFiniteLossError",
     "RunLogger",
     "StopRequest",
@@ -42,6 +43,7 @@ __all__ = [
     "resolve_device",
     "save_checkpoint",
     "seed_everything",
+    "warmup_calls",
 ]
 
 
@@ -85,19 +87,87 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
 def compile_update(
     fn: Callable, enabled: bool, cudagraphs: bool, device: torch.device, name: str = "update"
 ) -> Callable:
-    """`torch.compile` an update function; with `cudagraphs` on CUDA, capture it in CUDA graphs too.
+    """`torch.compile` an update function; with `cudagraphs` on CUDA, also replay it as one CUDA graph.
 
-    `mode="reduce-overhead"` replays the compiled kernels as CUDA graphs, which removes the per-kernel launch cost
-    that dominates small RL networks. CUDA graphs need CUDA: on CPU the flag is ignored with a warning.
+    `cudagraphs` wraps the (compiled or eager) function in `CUDAGraphed`: after a few ordinary calls the whole call
+    (forward, backward, optimizer step, target update) is captured once and then replayed with a single launch, which
+    removes the per-kernel launch cost that dominates small RL networks. CUDA graphs need CUDA: on another device the
+    flag is ignored with a warning. `warmup_calls(result)` tells how many first calls compile or capture.
     """
     if cudagraphs and device.type != "cuda":
         warnings.warn(f"--cudagraphs needs a CUDA device; ignored on {device.type}", stacklevel=2)
         cudagraphs = False
-    if not enabled:
-        if cudagraphs:
-            warnings.warn("--cudagraphs needs --compile; ignored", stacklevel=2)
-        return fn
-    return torch.compile(fn, mode="reduce-overhead" if cudagraphs else None, dynamic=False)
+    if enabled:
+        fn = torch.compile(fn, dynamic=False)
+    return CUDAGraphed(fn, name=name) if cudagraphs else fn
+
+
+def warmup_calls(update: Callable) -> int:
+    """How many first calls of a `compile_update` result compile or capture (timed apart from training): 1, or the
+    warm-up calls plus the capturing call of a `CUDAGraphed`."""
+    return getattr(update, "warmup_calls", 1)
+
+
+class CUDAGraphed:
+    """Call `fn(*tensors)` through a CUDA graph: ordinary calls first, then one capture, then replays.
+
+    For each signature of the positional tensor arguments (shapes, dtypes, devices): the first `warmup` calls run
+    `fn` normally on a side stream (compilation, lazy optimizer state and cuBLAS workspaces happen there, as capture
+    requires); the next call captures `fn` into a `torch.cuda.CUDAGraph` and replays it; every later call copies its
+    arguments into the graph's static input buffers and replays. A replay re-runs every kernel of the captured call
+    (compiled or eager, the backward pass and the optimizer step included) from one CPU call.
+
+    A function is safe to capture when every tensor it touches keeps its address between calls (parameters, gradients
+    kept with `zero_grad(set_to_none=False)`, optimizer state with `capturable=True`, the dataset, learning rates
+    held in tensors and changed in place), it draws random numbers from the CUDA generator (graph-safe: each replay
+    draws new ones), never reads a tensor back to the host, and makes no Python decision that changes between calls.
+    The train_*.py updates are written that way.
+
+    The returned tensors are the graph's static outputs: the next call overwrites them, so read (or clone) them first.
+    """
+
+    def __init__(self, fn: Callable[..., Any], warmup: int = 2, name: str = "update") -> None:
+        self.fn, self.warmup, self.name = fn, warmup, name
+        self.warmup_calls = warmup + 1
+        self._ordinary_calls: dict[tuple, int] = {}
+        self._graphs: dict[tuple, tuple[list[torch.Tensor], Any, torch.cuda.CUDAGraph]] = {}
+
+    def __call__(self, *args: torch.Tensor) -> Any:
+        key = tuple((tuple(a.shape), a.dtype, a.device) for a in args)
+        graph = self._graphs.get(key)
+        if graph is None:
+            calls = self._ordinary_calls.get(key, 0)
+            if calls < self.warmup:
+                self._ordinary_calls[key] = calls + 1
+                return self._side_stream_call(args)
+            graph = self._graphs[key] = self._capture(args)
+        static_inputs, static_outputs, cuda_graph = graph
+        for buffer, value in zip(static_inputs, args, strict=True):
+            buffer.copy_(value)
+        cuda_graph.replay()
+        return static_outputs
+
+    def _side_stream_call(self, args: tuple[torch.Tensor, ...]) -> Any:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            outputs = self.fn(*args)
+        torch.cuda.current_stream().wait_stream(stream)
+        return outputs
+
+    def _capture(self, args: tuple[torch.Tensor, ...]) -> tuple[list[torch.Tensor], Any, torch.cuda.CUDAGraph]:
+        static_inputs = [a.clone() for a in args]
+        cuda_graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize()
+        try:
+            with torch.cuda.graph(cuda_graph):
+                static_outputs = self.fn(*static_inputs)
+        except RuntimeError as error:
+            raise RuntimeError(
+                f"capturing the {self.name} in a CUDA graph failed: {error}\nRun without --cudagraphs (the "
+                "compiled update is unaffected), and please report this with the command that produced it."
+            ) from error
+        return static_inputs, static_outputs, cuda_graph
 
 
 def optimizer_options(device: torch.device) -> dict[str, bool]:

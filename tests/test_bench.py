@@ -12,9 +12,8 @@ from tests.helpers import REPO_ROOT
 
 
 def test_interval_rates_from_cumulative_logs():
-    # timed steps = step - 1; cumulative train seconds at steps 10, 20, 30: 9, 11, 16 -> intervals of 2 s and 5 s
-    cumulative = {10: 9 / 9.0, 20: 19 / 11.0, 30: 29 / 16.0}
-    assert interval_rates(cumulative, 10) == pytest.approx([10 / 2.0, 10 / 5.0])
+    # cumulative train seconds at steps 10, 20, 30: 9, 11, 16 -> intervals of 2 s and 5 s (logged out of order)
+    assert interval_rates({20: 11.0, 10: 9.0, 30: 16.0}, 10) == pytest.approx([10 / 2.0, 10 / 5.0])
 
 
 def test_markdown_table_gives_the_ratio_to_eager():
@@ -53,3 +52,15 @@ def test_bench_refuses_cuda_graphs_without_cuda():
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2 and "needs a CUDA device" in result.stderr
+
+
+def test_profile_writes_the_operator_table_and_a_trace(ogbench_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "offrl.bench", "--profile", "fql", "--modes", "eager", "--device", "cpu", "--steps", "2",
+         "--profile-steps", "3", "--episodes", "2", "--dataset-dir", str(ogbench_dir), "--profile-dir", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    table = (tmp_path / "fql-eager.txt").read_text()
+    assert table.startswith("train_fql.py, eager: 3 updates profiled after 5") and "aten::addmm" in table
+    assert json.loads((tmp_path / "fql-eager.trace.json").read_text())["traceEvents"]

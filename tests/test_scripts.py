@@ -69,7 +69,7 @@ def test_end_to_end_ogbench(script, compile_flag, ogbench_dir, tmp_path):
     assert "final score at step 20" in result.stdout and str(run_dir) in result.stdout
     check_results(run_dir, script, "cube-single-play-singletask-task1-v0", [0, 10, 20], ogbench=True)
     scalars = read_scalars(run_dir)
-    for tag in (*SCRIPTS[script][0], "time/steps_per_second"):
+    for tag in (*SCRIPTS[script][0], "time/steps_per_second", "time/train_seconds"):
         assert sorted(scalars[tag]) == [5, 10, 15, 20], tag
     assert sorted(scalars["eval/success"]) == [0, 10, 20]
 
