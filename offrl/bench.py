@@ -240,8 +240,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run (default: 3600)")
     parser.add_argument(
         "--profile", choices=SCRIPTS, default=None,
-        help="instead of the table: profile this script's update with torch.profiler (in the first of --modes; "
-        "default: cudagraphs on CUDA, compile on CPU), after --steps updates of warm-up",
+        help="instead of the table: profile this script's update with torch.profiler (in the first of --modes, "
+        "default compile), after --steps updates of warm-up",
     )  # fmt: skip
     parser.add_argument(
         "--profile-steps", type=int, default=None, help="updates profiled (default: 50 on CUDA, 10 on CPU)"
@@ -259,7 +259,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.eval_episodes = args.eval_episodes or (50 if cuda else 4)
     args.profile_steps = args.profile_steps or (50 if cuda else 10)
     if args.profile:
-        args.modes = profile_modes[:1] if profile_modes else ["cudagraphs" if cuda else "compile"]
+        args.modes = profile_modes[:1] if profile_modes else ["compile"]
     for name in ("steps", "repeats", "rounds", "episodes", "eval_episodes", "profile_steps"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
