@@ -163,7 +163,7 @@ def profile(script: str, mode: str, args: argparse.Namespace, dataset_dir: Path,
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     module = importlib.import_module(f"train_{script}")
-    cuda = torch.cuda.is_available() if args.device == "auto" else args.device.startswith("cuda")
+    cuda = args.cuda
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
     profiler = torch.profiler.profile(
         activities=activities, schedule=schedule(wait=args.steps, warmup=3, active=args.profile_steps, repeat=1)
@@ -191,11 +191,11 @@ def profile(script: str, mode: str, args: argparse.Namespace, dataset_dir: Path,
         *MODE_FLAGS[mode],
     ]  # fmt: skip
     module.compile_update = profiled_compile
+    profiler.start()
     try:
-        profiler.start()
         code = module.main(tyro.cli(module.Args, args=cli))
-        profiler.stop()
     finally:
+        profiler.stop()
         module.compile_update = original
     if code != 0:
         raise RuntimeError(f"train_{script}.py ({mode}) exited {code} while profiling")
@@ -251,7 +251,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     profile_modes = args.modes
-    cuda = torch.cuda.is_available() if args.device == "auto" else args.device.startswith("cuda")
+    cuda = args.cuda = torch.cuda.is_available() if args.device == "auto" else args.device.startswith("cuda")
     args.modes = args.modes or (["eager", "compile", "cudagraphs"] if cuda else ["eager", "compile"])
     if "cudagraphs" in args.modes and not cuda:
         parser.error("--modes cudagraphs needs a CUDA device")
@@ -270,16 +270,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine()
     print(f"offrl.bench on {info['gpu'] or info['cpu']} ({info['cpu_cores']} cores), torch {info['torch']}")
-    print(
-        f"{args.rounds} round(s) of {args.repeats} repeats x {args.steps} updates after a warm-up of {args.steps}, "
-        "batch 256, default sizes"
-    )
     if args.profile:
         with tempfile.TemporaryDirectory(prefix="offrl-profile-") as work:
             dataset_dir = Path(args.dataset_dir or Path(work) / "data")
             print(profile(args.profile, args.modes[0], args, dataset_dir, Path(work)))
         print(f"written to {args.profile_dir}/{args.profile}-{args.modes[0]}.txt (and .trace.json)")
         return 0
+    print(
+        f"{args.rounds} round(s) of {args.repeats} repeats x {args.steps} updates after a warm-up of {args.steps}, "
+        "batch 256, default sizes"
+    )
     rows = []
     with tempfile.TemporaryDirectory(prefix="offrl-bench-") as work:
         dataset_dir = Path(args.dataset_dir or Path(work) / "data")
