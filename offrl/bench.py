@@ -16,9 +16,15 @@ what real runs achieve. Compile time is the wall time of the first update (with 
 last of which captures the graph; `compile_seconds` in results.json).
 Evaluation cost is the script's own measure (`eval_seconds_per_episode`, environment creation included) times 50.
 
+With `--paired`, each script instead runs once, in one process: its own update is built in every mode (sharing the
+networks, optimizer and data), and after warm-up the modes run blocks of `steps` updates in turns, `repeats` rounds.
+Each mode's ratio to eager is the median over rounds of (its block's rate / the eager block's rate of that round):
+on a shared machine whose speed drifts, this resolves differences of a few percent that separate runs cannot.
+
 Usage: python -m offrl.bench                      # every script, every mode this machine has
        python -m offrl.bench --scripts fql --repeats 5 --steps 500 --output bench.json
        python -m offrl.bench --rounds 3                # modes interleaved, three runs of each
+       python -m offrl.bench --paired                  # modes in one process, blocks taking turns: steady ratios
        python -m offrl.bench --profile fql             # torch.profiler table + Chrome trace of FQL's update
 """
 
@@ -145,6 +151,107 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+class _PairedDone(Exception):
+    """Raised from the patched `compile_update` once the paired timing is done: it stops the script before training."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        super().__init__("paired timing done")
+        self.rows = rows
+
+
+def paired(script: str, args: argparse.Namespace, dataset_dir: Path, work_dir: Path) -> list[dict]:
+    """Time one script's update in every mode in one process, in blocks that take turns; one row per mode.
+
+    The script's `main` runs as usual up to its `compile_update(update, ...)` call, which is patched to build the
+    update once per mode from the script's own `update` function (all modes share the networks, the optimizer and the
+    data). After compilation (timed) and `steps` warm-up calls of each, `repeats` rounds follow; in each round every
+    mode runs a block of `steps` updates, the order rotating from round to round. On a machine whose speed drifts,
+    neighbouring blocks see the same conditions, so the ratio of a mode's block to the eager block of the same round
+    is a steadier measure than the ratio of separate runs: the table gives the median of those per-round ratios.
+    """
+    import importlib
+
+    import tyro
+
+    from offrl.runs import warmup_calls
+
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    module = importlib.import_module(f"train_{script}")
+    original = module.compile_update
+    sync = torch.cuda.synchronize if args.cuda else (lambda: None)
+
+    def timed_compile(fn, enabled, cudagraphs, device, name="update"):
+        if name != "update":
+            return original(fn, enabled, cudagraphs, device, name)
+        updates, compile_seconds = {}, {}
+        for mode in args.modes:  # eager first (MODE order), so lazy optimizer state is created outside any graph
+            update = original(fn, mode != "eager", mode == "cudagraphs", device, name)
+            sync()
+            start = time.perf_counter()
+            for _ in range(warmup_calls(update)):
+                update()
+            sync()
+            compile_seconds[mode], updates[mode] = time.perf_counter() - start, update
+        for _ in range(args.steps):
+            for update in updates.values():
+                update()
+        rates: dict[str, list[float]] = {mode: [] for mode in args.modes}
+        for round_index in range(args.repeats):
+            shift = round_index % len(args.modes)
+            for mode in args.modes[shift:] + args.modes[:shift]:
+                update = updates[mode]
+                sync()
+                start = time.perf_counter()
+                for _ in range(args.steps):
+                    update()
+                sync()
+                rates[mode].append(args.steps / (time.perf_counter() - start))
+        rows = []
+        for mode in args.modes:
+            ratios = [rate / eager for rate, eager in zip(rates[mode], rates.get("eager", rates[mode]), strict=True)]
+            rows.append(
+                {
+                    "script": f"train_{script}.py",
+                    "mode": mode,
+                    "updates_per_second": statistics.median(rates[mode]),
+                    "repeats": [round(rate, 2) for rate in rates[mode]],
+                    "paired_ratio": statistics.median(ratios),
+                    "paired_ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+                    "compile_seconds": compile_seconds[mode],
+                }
+            )
+        raise _PairedDone(rows)
+
+    cli = [
+        "--device", args.device, "--dataset-dir", str(dataset_dir), "--generate-episodes", str(args.episodes),
+        "--run-dir", str(work_dir / f"paired-{script}"), "--compile",
+    ]  # fmt: skip
+    module.compile_update = timed_compile
+    try:
+        module.main(tyro.cli(module.Args, args=cli))
+    except _PairedDone as done:
+        return done.rows
+    finally:
+        module.compile_update = original
+    raise RuntimeError(f"train_{script}.py returned before building its update")
+
+
+def paired_table(rows: list[dict]) -> str:
+    """Paired rows as a Markdown table: median rate, the median per-round ratio to eager and its range."""
+    lines = [
+        "| script | mode | updates/s (median) | vs eager (median of rounds) | range over rounds | compile s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        low, high = row["paired_ratio_range"]
+        lines.append(
+            f"| `{row['script']}` | {row['mode']} | {row['updates_per_second']:,.1f} | {row['paired_ratio']:.3f}x "
+            f"| {low:.2f}-{high:.2f} | {row['compile_seconds']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def profile(script: str, mode: str, args: argparse.Namespace, dataset_dir: Path, work_dir: Path) -> str:
     """Profile `profile_steps` updates of one script (after `steps` of warm-up) with torch.profiler, in this process.
 
@@ -225,8 +332,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="modes to measure (default: eager and compile, plus cudagraphs on CUDA)",
     )  # fmt: skip
     parser.add_argument("--device", default="auto", help="torch device passed to the scripts (default: auto)")
-    parser.add_argument("--steps", type=int, default=None, help="updates per repeat (default: 100 on CPU, 2000 CUDA)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up interval (default: 3)")
+    parser.add_argument(
+        "--steps", type=int, default=None,
+        help="updates per repeat (default: 100 on CPU, 2000 on CUDA; with --paired, updates per block: 20 on CPU, "
+        "500 on CUDA)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--repeats", type=int, default=None,
+        help="timed repeats after one warm-up interval (default: 3; with --paired, rounds of blocks: 12)",
+    )  # fmt: skip
     parser.add_argument(
         "--rounds", type=int, default=1, help="runs of each (script, mode), modes taking turns (default: 1)"
     )
@@ -238,6 +352,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset-dir", default=None, help="where the regenerated set goes (default: a temp dir)")
     parser.add_argument("--output", default="bench.json", help="where the table goes as JSON (default: bench.json)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run (default: 3600)")
+    parser.add_argument(
+        "--paired", action="store_true",
+        help="instead of separate runs: time the modes' updates in one process per script, in blocks of --steps "
+        "updates that take turns, and give each mode's median per-round ratio to eager (steadier on a drifting "
+        "machine; no evaluation is timed)",
+    )  # fmt: skip
     parser.add_argument(
         "--profile", choices=SCRIPTS, default=None,
         help="instead of the table: profile this script's update with torch.profiler (in the first of --modes, "
@@ -255,7 +375,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.modes = args.modes or (["eager", "compile", "cudagraphs"] if cuda else ["eager", "compile"])
     if "cudagraphs" in args.modes and not cuda:
         parser.error("--modes cudagraphs needs a CUDA device")
-    args.steps = args.steps or (2000 if cuda else 100)
+    if args.paired:
+        args.modes = sorted(args.modes, key=list(MODE_FLAGS).index)
+        if args.modes[0] != "eager":
+            parser.error("--paired compares with eager: include eager in --modes")
+        defaults = (500 if cuda else 20, 12)
+    else:
+        defaults = (2000 if cuda else 100, 3)
+    args.steps = defaults[0] if args.steps is None else args.steps
+    args.repeats = defaults[1] if args.repeats is None else args.repeats
     args.eval_episodes = args.eval_episodes or (50 if cuda else 4)
     args.profile_steps = args.profile_steps or (50 if cuda else 10)
     if args.profile:
@@ -275,6 +403,30 @@ def main(argv: list[str] | None = None) -> int:
             dataset_dir = Path(args.dataset_dir or Path(work) / "data")
             print(profile(args.profile, args.modes[0], args, dataset_dir, Path(work)))
         print(f"written to {args.profile_dir}/{args.profile}-{args.modes[0]}.txt (and .trace.json)")
+        return 0
+    if args.paired:
+        print(f"paired: {args.repeats} rounds of one {args.steps}-update block per mode, after {args.steps} of warm-up")
+        rows = []
+        with tempfile.TemporaryDirectory(prefix="offrl-bench-") as work:
+            dataset_dir = Path(args.dataset_dir or Path(work) / "data")
+            for script in args.scripts:
+                try:
+                    script_rows = paired(script, args, dataset_dir, Path(work))
+                except (RuntimeError, SystemExit) as error:
+                    print(f"error: train_{script}.py: {error}", file=sys.stderr)
+                    return 1
+                for row in script_rows:
+                    print(
+                        f"  {row['script']} {row['mode']:>10}: {row['updates_per_second']:8.1f} updates/s, "
+                        f"{row['paired_ratio']:.3f}x eager (rounds {row['paired_ratio_range']}), "
+                        f"compile {row['compile_seconds']:.1f} s",
+                        flush=True,
+                    )
+                rows += script_rows
+        print(paired_table(rows))
+        report = {"machine": info, "config": {k: v for k, v in vars(args).items() if k != "output"}, "rows": rows}
+        Path(args.output).write_text(json.dumps(report, indent=2))
+        print(f"written to {args.output}")
         return 0
     print(
         f"{args.rounds} round(s) of {args.repeats} repeats x {args.steps} updates after a warm-up of {args.steps}, "

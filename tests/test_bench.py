@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from offrl.bench import interval_rates, markdown_table
+from offrl.bench import interval_rates, markdown_table, paired_table
 from tests.helpers import REPO_ROOT
 
 
@@ -64,3 +64,35 @@ def test_profile_writes_the_operator_table_and_a_trace(ogbench_dir, tmp_path):
     table = (tmp_path / "fql-eager.txt").read_text()
     assert table.startswith("train_fql.py, eager: 3 updates profiled after 5") and "aten::addmm" in table
     assert json.loads((tmp_path / "fql-eager.trace.json").read_text())["traceEvents"]
+
+
+def test_paired_table_gives_the_median_ratio_of_rounds():
+    row = {"script": "train_idql.py", "mode": "compile", "updates_per_second": 12.7, "paired_ratio": 1.031,
+           "paired_ratio_range": [0.916, 1.382], "compile_seconds": 2.2}  # fmt: skip
+    assert "| `train_idql.py` | compile | 12.7 | 1.031x | 0.92-1.38 | 2.2 |" in paired_table([row])
+
+
+def test_paired_bench_times_the_modes_in_turns_in_one_process(ogbench_dir, tmp_path):
+    output = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "offrl.bench", "--paired", "--scripts", "iql", "--device", "cpu", "--steps", "2",
+         "--repeats", "3", "--episodes", "2", "--dataset-dir", str(ogbench_dir), "--output", str(output)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "| `train_iql.py` | compile |" in result.stdout
+    eager, compiled = json.loads(output.read_text())["rows"]
+    assert (eager["mode"], compiled["mode"]) == ("eager", "compile")
+    assert eager["paired_ratio"] == 1.0 and len(compiled["repeats"]) == 3 and compiled["compile_seconds"] > 0
+    low, high = compiled["paired_ratio_range"]
+    assert low <= compiled["paired_ratio"] <= high
+    ratios = [c / e for c, e in zip(compiled["repeats"], eager["repeats"], strict=True)]  # rounded rates: approx
+    assert compiled["paired_ratio"] == pytest.approx(statistics.median(ratios), rel=0.05)
+
+
+def test_paired_bench_needs_eager():
+    result = subprocess.run(
+        [sys.executable, "-m", "offrl.bench", "--paired", "--device", "cpu", "--modes", "compile"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and "include eager" in result.stderr
