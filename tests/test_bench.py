@@ -68,8 +68,9 @@ def test_profile_writes_the_operator_table_and_a_trace(ogbench_dir, tmp_path):
 
 def test_paired_table_gives_the_median_ratio_of_rounds():
     row = {"script": "train_idql.py", "mode": "compile", "updates_per_second": 12.7, "paired_ratio": 1.031,
-           "paired_ratio_range": [0.916, 1.382], "compile_seconds": 2.2}  # fmt: skip
-    assert "| `train_idql.py` | compile | 12.7 | 1.031x | 0.92-1.38 | 2.2 |" in paired_table([row])
+           "paired_ratio_range": [0.916, 1.382], "rounds_faster_than_eager": 8, "repeats": [12.0] * 12,
+           "compile_seconds": 2.2}  # fmt: skip
+    assert "| `train_idql.py` | compile | 12.7 | 1.031x | 0.92-1.38 | 8/12 | 2.2 |" in paired_table([row])
 
 
 def test_paired_bench_times_the_modes_in_turns_in_one_process(ogbench_dir, tmp_path):
@@ -88,6 +89,7 @@ def test_paired_bench_times_the_modes_in_turns_in_one_process(ogbench_dir, tmp_p
     assert low <= compiled["paired_ratio"] <= high
     ratios = [c / e for c, e in zip(compiled["repeats"], eager["repeats"], strict=True)]  # rounded rates: approx
     assert compiled["paired_ratio"] == pytest.approx(statistics.median(ratios), rel=0.05)
+    assert 0 <= compiled["rounds_faster_than_eager"] <= 3 and eager["rounds_faster_than_eager"] == 0
 
 
 def test_paired_bench_needs_eager():
