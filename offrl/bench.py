@@ -209,7 +209,7 @@ def paired(script: str, args: argparse.Namespace, dataset_dir: Path, work_dir: P
                 rates[mode].append(args.steps / (time.perf_counter() - start))
         rows = []
         for mode in args.modes:
-            ratios = [rate / eager for rate, eager in zip(rates[mode], rates.get("eager", rates[mode]), strict=True)]
+            ratios = [rate / eager for rate, eager in zip(rates[mode], rates["eager"], strict=True)]
             rows.append(
                 {
                     "script": f"train_{script}.py",
@@ -398,6 +398,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def separate_rows(script: str, args: argparse.Namespace, dataset_dir: Path, work_dir: Path) -> list[dict]:
+    """One row per mode from `args.rounds` separate runs of each mode (taking turns), printing each run."""
+    runs: dict[str, list[dict]] = {mode: [] for mode in args.modes}
+    for round_index in range(args.rounds):
+        for mode in args.modes:
+            row = measure(script, mode, args, dataset_dir, work_dir, round_index)
+            runs[mode].append(row)
+            print(
+                f"  train_{script}.py {mode:>10}: {row['updates_per_second']:8.1f} updates/s "
+                f"(repeats {row['repeats']}), compile {row['compile_seconds']:.1f} s",
+                flush=True,
+            )
+    return [pool_rounds(runs[mode]) for mode in args.modes]
+
+
+def paired_rows(script: str, args: argparse.Namespace, dataset_dir: Path, work_dir: Path) -> list[dict]:
+    """`paired`'s rows for one script, printing each."""
+    rows = paired(script, args, dataset_dir, work_dir)
+    for row in rows:
+        print(
+            f"  {row['script']} {row['mode']:>10}: {row['updates_per_second']:8.1f} updates/s, "
+            f"{row['paired_ratio']:.3f}x eager (rounds {row['paired_ratio_range']}, "
+            f"faster in {row['rounds_faster_than_eager']}/{len(row['repeats'])}), "
+            f"compile {row['compile_seconds']:.1f} s",
+            flush=True,
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine()
@@ -410,54 +439,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.paired:
         print(f"paired: {args.repeats} rounds of one {args.steps}-update block per mode, after {args.steps} of warm-up")
-        rows = []
-        with tempfile.TemporaryDirectory(prefix="offrl-bench-") as work:
-            dataset_dir = Path(args.dataset_dir or Path(work) / "data")
-            for script in args.scripts:
-                try:
-                    script_rows = paired(script, args, dataset_dir, Path(work))
-                except (RuntimeError, SystemExit) as error:
-                    print(f"error: train_{script}.py: {error}", file=sys.stderr)
-                    return 1
-                for row in script_rows:
-                    print(
-                        f"  {row['script']} {row['mode']:>10}: {row['updates_per_second']:8.1f} updates/s, "
-                        f"{row['paired_ratio']:.3f}x eager (rounds {row['paired_ratio_range']}, "
-                        f"faster in {row['rounds_faster_than_eager']}/{len(row['repeats'])}), "
-                        f"compile {row['compile_seconds']:.1f} s",
-                        flush=True,
-                    )
-                rows += script_rows
-        print(paired_table(rows))
-        report = {"machine": info, "config": {k: v for k, v in vars(args).items() if k != "output"}, "rows": rows}
-        Path(args.output).write_text(json.dumps(report, indent=2))
-        print(f"written to {args.output}")
-        return 0
-    print(
-        f"{args.rounds} round(s) of {args.repeats} repeats x {args.steps} updates after a warm-up of {args.steps}, "
-        "batch 256, default sizes"
-    )
+    else:
+        print(
+            f"{args.rounds} round(s) of {args.repeats} repeats x {args.steps} updates after a warm-up of {args.steps}, "
+            "batch 256, default sizes"
+        )
     rows = []
     with tempfile.TemporaryDirectory(prefix="offrl-bench-") as work:
         dataset_dir = Path(args.dataset_dir or Path(work) / "data")
         for script in args.scripts:
-            runs: dict[str, list[dict]] = {mode: [] for mode in args.modes}
-            for round_index in range(args.rounds):
-                for mode in args.modes:
-                    try:
-                        row = measure(script, mode, args, dataset_dir, Path(work), round_index)
-                    except (RuntimeError, subprocess.TimeoutExpired) as error:
-                        print(f"error: {error}", file=sys.stderr)
-                        return 1
-                    runs[mode].append(row)
-                    print(
-                        f"  train_{script}.py {mode:>10}: {row['updates_per_second']:8.1f} updates/s "
-                        f"(repeats {row['repeats']}), compile {row['compile_seconds']:.1f} s",
-                        flush=True,
-                    )
-            rows += [pool_rounds(runs[mode]) for mode in args.modes]
-    table = markdown_table(rows)
-    print(table)
+            try:
+                rows += (paired_rows if args.paired else separate_rows)(script, args, dataset_dir, Path(work))
+            except (RuntimeError, subprocess.TimeoutExpired) as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 1
+            except SystemExit as error:  # the script refused its arguments or data (paired runs it in-process)
+                print(f"train_{script}.py stopped: {error}", file=sys.stderr)
+                return 1
+    print(paired_table(rows) if args.paired else markdown_table(rows))
     report = {"machine": info, "config": {k: v for k, v in vars(args).items() if k != "output"}, "rows": rows}
     Path(args.output).write_text(json.dumps(report, indent=2))
     print(f"written to {args.output}")
