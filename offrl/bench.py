@@ -151,91 +151,72 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-class _PairedDone(Exception):
-    """Raised from the patched `compile_update` once the paired timing is done: it stops the script before training."""
+def _built(script: str, args: argparse.Namespace, dataset_dir: Path, mode: str = "compile"):
+    """train_<script>.py's own `build()` at its default sizes on the regenerated set: (agent, device)."""
+    from offrl.runs import import_script, load_data, parse_args, resolve_device, seed_everything
 
-    def __init__(self, rows: list[dict]) -> None:
-        super().__init__("paired timing done")
-        self.rows = rows
+    module = import_script(REPO_ROOT / f"train_{script}.py")
+    cli = ["--device", args.device, "--dataset-dir", str(dataset_dir), "--generate-episodes", str(args.episodes),
+           *MODE_FLAGS[mode]]  # fmt: skip
+    script_args = parse_args(module.Args, module.PRESETS, cli).args
+    device = resolve_device(script_args.device)
+    seed_everything(script_args.seed)
+    return module.build(script_args, load_data(script_args, device), device), device
 
 
 def paired(script: str, args: argparse.Namespace, dataset_dir: Path, work_dir: Path) -> list[dict]:
     """Time one script's update in every mode in one process, in blocks that take turns; one row per mode.
 
-    The script's `main` runs as usual up to its `compile_update(update, ...)` call, which is patched to build the
-    update once per mode from the script's own `update` function (all modes share the networks, the optimizer and the
-    data). After compilation (timed) and `steps` warm-up calls of each, `repeats` rounds follow; in each round every
-    mode runs a block of `steps` updates, the order rotating from round to round. On a machine whose speed drifts,
-    neighbouring blocks see the same conditions, so the ratio of a mode's block to the eager block of the same round
-    is a steadier measure than the ratio of separate runs: the table gives the median of those per-round ratios.
+    The script's own `build()` makes its networks, optimizer and `update()` once; the update is compiled once per
+    mode (all modes share the networks, the optimizer and the data). After compilation (timed) and `steps` warm-up
+    calls of each, `repeats` rounds follow; in each round every mode runs a block of `steps` updates, the order
+    rotating from round to round. On a machine whose speed drifts, neighbouring blocks see the same conditions, so the
+    ratio of a mode's block to the eager block of the same round is a steadier measure than the ratio of separate
+    runs: the table gives the median of those per-round ratios.
     """
-    import importlib
+    from offrl.runs import compile_update, warmup_calls
 
-    import tyro
-
-    from offrl.runs import warmup_calls
-
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    module = importlib.import_module(f"train_{script}")
-    original = module.compile_update
+    agent, device = _built(script, args, dataset_dir)
     sync = torch.cuda.synchronize if args.cuda else (lambda: None)
-
-    def timed_compile(fn, enabled, cudagraphs, device, name="update"):
-        if name != "update":
-            return original(fn, enabled, cudagraphs, device, name)
-        updates, compile_seconds = {}, {}
-        for mode in args.modes:  # eager first (MODE order), so lazy optimizer state is created outside any graph
-            update = original(fn, mode != "eager", mode == "cudagraphs", device, name)
+    updates, compile_seconds = {}, {}
+    for mode in args.modes:  # eager first (MODE order), so lazy optimizer state is created outside any graph
+        update = compile_update(agent.update, mode != "eager", mode == "cudagraphs", device)
+        sync()
+        start = time.perf_counter()
+        for _ in range(warmup_calls(update)):
+            update()
+        sync()
+        compile_seconds[mode], updates[mode] = time.perf_counter() - start, update
+    for _ in range(args.steps):
+        for update in updates.values():
+            update()
+    rates: dict[str, list[float]] = {mode: [] for mode in args.modes}
+    for round_index in range(args.repeats):
+        shift = round_index % len(args.modes)
+        for mode in args.modes[shift:] + args.modes[:shift]:
+            update = updates[mode]
             sync()
             start = time.perf_counter()
-            for _ in range(warmup_calls(update)):
+            for _ in range(args.steps):
                 update()
             sync()
-            compile_seconds[mode], updates[mode] = time.perf_counter() - start, update
-        for _ in range(args.steps):
-            for update in updates.values():
-                update()
-        rates: dict[str, list[float]] = {mode: [] for mode in args.modes}
-        for round_index in range(args.repeats):
-            shift = round_index % len(args.modes)
-            for mode in args.modes[shift:] + args.modes[:shift]:
-                update = updates[mode]
-                sync()
-                start = time.perf_counter()
-                for _ in range(args.steps):
-                    update()
-                sync()
-                rates[mode].append(args.steps / (time.perf_counter() - start))
-        rows = []
-        for mode in args.modes:
-            ratios = [rate / eager for rate, eager in zip(rates[mode], rates["eager"], strict=True)]
-            rows.append(
-                {
-                    "script": f"train_{script}.py",
-                    "mode": mode,
-                    "updates_per_second": statistics.median(rates[mode]),
-                    "repeats": [round(rate, 2) for rate in rates[mode]],
-                    "paired_ratio": statistics.median(ratios),
-                    "paired_ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
-                    "rounds_faster_than_eager": sum(ratio > 1.0 for ratio in ratios),
-                    "compile_seconds": compile_seconds[mode],
-                }
-            )
-        raise _PairedDone(rows)
-
-    cli = [
-        "--device", args.device, "--dataset-dir", str(dataset_dir), "--generate-episodes", str(args.episodes),
-        "--run-dir", str(work_dir / f"paired-{script}"), "--compile",
-    ]  # fmt: skip
-    module.compile_update = timed_compile
-    try:
-        module.main(tyro.cli(module.Args, args=cli))
-    except _PairedDone as done:
-        return done.rows
-    finally:
-        module.compile_update = original
-    raise RuntimeError(f"train_{script}.py returned before building its update")
+            rates[mode].append(args.steps / (time.perf_counter() - start))
+    rows = []
+    for mode in args.modes:
+        ratios = [rate / eager for rate, eager in zip(rates[mode], rates["eager"], strict=True)]
+        rows.append(
+            {
+                "script": f"train_{script}.py",
+                "mode": mode,
+                "updates_per_second": statistics.median(rates[mode]),
+                "repeats": [round(rate, 2) for rate in rates[mode]],
+                "paired_ratio": statistics.median(ratios),
+                "paired_ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+                "rounds_faster_than_eager": sum(ratio > 1.0 for ratio in ratios),
+                "compile_seconds": compile_seconds[mode],
+            }
+        )
+    return rows
 
 
 def paired_table(rows: list[dict]) -> str:
@@ -259,61 +240,30 @@ def paired_table(rows: list[dict]) -> str:
 def profile(script: str, mode: str, args: argparse.Namespace, dataset_dir: Path, work_dir: Path) -> str:
     """Profile `profile_steps` updates of one script (after `steps` of warm-up) with torch.profiler, in this process.
 
-    The script runs as usual (`main` of train_<script>.py, its own update); only its `compile_update` is wrapped so
-    that every update call advances the profiler's schedule. Writes `<profile_dir>/<script>-<mode>.txt` (the operator
-    table, sorted by self time on the device, or on the CPU without CUDA) and a Chrome trace beside it, and returns
-    the table.
+    The update is the script's own (`build()` of train_<script>.py, compiled as its `main` compiles it in `mode`).
+    Writes `<profile_dir>/<script>-<mode>.txt` (the operator table, sorted by self time on the device, or on the CPU
+    without CUDA) and a Chrome trace beside it, and returns the table.
     """
-    import importlib
-
-    import tyro
     from torch.profiler import ProfilerActivity, schedule
 
-    from offrl.runs import warmup_calls
+    from offrl.runs import compile_update, warmup_calls
 
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    module = importlib.import_module(f"train_{script}")
+    agent, device = _built(script, args, dataset_dir, mode)
+    update = compile_update(agent.update, mode != "eager", mode == "cudagraphs", device)
     cuda = args.cuda
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    warmup = max(args.steps, warmup_calls(update))  # compilation (or capture) happens in these
     profiler = torch.profiler.profile(
-        activities=activities, schedule=schedule(wait=args.steps, warmup=3, active=args.profile_steps, repeat=1)
+        activities=activities, schedule=schedule(wait=warmup, warmup=3, active=args.profile_steps, repeat=1)
     )
-    original = module.compile_update
-
-    def profiled_compile(fn, enabled, cudagraphs, device, name="update"):
-        update = original(fn, enabled, cudagraphs, device, name)
-        if name != "update":
-            return update
-
-        def step():
-            outputs = update()
+    with profiler:
+        for _ in range(warmup + 3 + args.profile_steps):
+            update()
             profiler.step()
-            return outputs
-
-        step.warmup_calls = warmup_calls(update)
-        return step
-
-    total = args.steps + 3 + args.profile_steps + 1  # the last step closes the profiled window before the final eval
-    cli = [
-        "--device", args.device, "--dataset-dir", str(dataset_dir), "--generate-episodes", str(args.episodes),
-        "--total-steps", str(total), "--log-every", str(total), "--eval-every", str(total), "--eval-episodes", "1",
-        "--eval-envs", "1", "--save-every", str(total), "--run-dir", str(work_dir / f"profile-{script}-{mode}"),
-        *MODE_FLAGS[mode],
-    ]  # fmt: skip
-    module.compile_update = profiled_compile
-    profiler.start()
-    try:
-        code = module.main(tyro.cli(module.Args, args=cli))
-    finally:
-        profiler.stop()
-        module.compile_update = original
-    if code != 0:
-        raise RuntimeError(f"train_{script}.py ({mode}) exited {code} while profiling")
     sort_by = "self_device_time_total" if cuda else "self_cpu_time_total"
     averages = profiler.key_averages()
     table = averages.table(sort_by=sort_by, row_limit=25)
-    header = f"train_{script}.py, {mode}: {args.profile_steps} updates profiled after {args.steps + 3}"
+    header = f"train_{script}.py, {mode}: {args.profile_steps} updates profiled after {warmup + 3}"
     if cuda:
         kernels = sum(event.count for event in averages if event.device_type == torch.autograd.DeviceType.CUDA)
         header += f"; {kernels / args.profile_steps:.0f} device kernels per update"

@@ -50,9 +50,7 @@ __all__ = [
 ]
 
 ACTION_CLIP = 1.0 - 1e-5
-OGBENCH_DEFAULT_DIR = "~/.ogbench/data"
-OGBENCH_URL = "https://rail.eecs.berkeley.edu/datasets/ogbench"
-_DOWNLOAD_ONLY_PREFIXES = ("antmaze", "humanoidmaze", "antsoccer", "visual-", "powderworld")
+OGBENCH_DEFAULT_DIR = generate.DEFAULT_DATASET_DIR
 _LOCOMOTION = ("halfcheetah", "hopper", "walker2d", "ant/")
 REWARD_MODES = ("auto", "none", "antmaze", "locomotion")
 KEYS = ("observations", "actions", "rewards", "next_observations", "masks", "terminals")
@@ -236,8 +234,8 @@ def _download_ogbench(dataset_name: str, dataset_dir: pathlib.Path) -> str | Non
     """Try the official download; returns None on success, else the reason it failed."""
     import ogbench
 
-    if not _network_reachable(OGBENCH_URL):
-        return f"{OGBENCH_URL} is not reachable (no network?)"
+    if not _network_reachable(generate.DATASET_URL):
+        return f"{generate.DATASET_URL} is not reachable (no network?)"
     try:
         ogbench.download_datasets([dataset_name], str(dataset_dir))
     except Exception as error:  # noqa: BLE001  (any network or HTTP failure means: fall back)
@@ -261,7 +259,8 @@ def _resolve_ogbench_path(
         if generate_episodes <= 0:
             raise DatasetError(f"generate_episodes must be a positive number of episodes, got {generate_episodes}.")
         if not generate.can_generate(dataset_name):
-            raise DatasetError(_download_only_message(dataset_name, dataset_dir, "it cannot be generated locally"))
+            reason = generate.download_only_reason(dataset_name) or "it cannot be generated locally"
+            raise DatasetError(generate.download_only_message(dataset_name, reason, dataset_dir))
         path = generate.generated_path(dataset_dir, dataset_name, generate_episodes)
         if not _both_exist(path):
             _generate(dataset_name, dataset_dir, generate_episodes, workers, reason="a generated set was asked for")
@@ -276,21 +275,13 @@ def _resolve_ogbench_path(
         if reason is None and _both_exist(official):
             return official, "official"
     if not generate.can_generate(dataset_name):
-        raise DatasetError(_download_only_message(dataset_name, dataset_dir, reason))
+        why = generate.download_only_reason(dataset_name) or "it cannot be generated locally"
+        raise DatasetError(generate.download_only_message(dataset_name, f"not on disk, {reason}; {why}", dataset_dir))
     num_episodes = generate.official_num_episodes(dataset_name)
     path = generate.generated_path(dataset_dir, dataset_name, num_episodes)
     if not _both_exist(path):
         _generate(dataset_name, dataset_dir, num_episodes, workers, f"the official file is not on disk ({reason})")
     return path, "generated"
-
-
-def _download_only_message(dataset_name: str, dataset_dir: pathlib.Path, reason: str | None) -> str:
-    return (
-        f"OGBench dataset {dataset_name!r} is not on disk and could not be obtained ({reason}). "
-        f"It is download-only: its data was collected with expert policies that do not ship with ogbench. "
-        f"Download {OGBENCH_URL}/{dataset_name}.npz and {OGBENCH_URL}/{dataset_name}-val.npz on a machine with "
-        f"network and put both files in {dataset_dir} (or pass --dataset-dir to where they are)."
-    )
 
 
 def _generate(

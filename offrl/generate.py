@@ -38,7 +38,6 @@ import pathlib
 import re
 import signal
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -142,13 +141,20 @@ _DOWNLOAD_ONLY = [
 ]
 
 
-def _download_only_message(dataset_name: str, reason: str) -> str:
+def download_only_message(dataset_name: str, reason: str, dataset_dir: str | os.PathLike | None = None) -> str:
+    """What to do with a download-only OGBench dataset (no oracle here to regenerate it), and why (`reason`)."""
+    directory = dataset_dir if dataset_dir is not None else f"the default {DEFAULT_DATASET_DIR}"
     return (
-        f"'{dataset_name}' cannot be generated offline: {reason}. It is download-only: get "
-        f"{DATASET_URL}/{dataset_name}.npz and {DATASET_URL}/{dataset_name}-val.npz and put them at "
-        f"<dataset_dir>/{dataset_name}.npz and <dataset_dir>/{dataset_name}-val.npz (default dataset dir "
-        f"{DEFAULT_DATASET_DIR}; ogbench.make_env_and_datasets downloads them there when online)."
+        f"OGBench dataset '{dataset_name}' is download-only ({reason}): get {DATASET_URL}/{dataset_name}.npz and "
+        f"{DATASET_URL}/{dataset_name}-val.npz on a machine with network and put them at "
+        f"<dataset_dir>/{dataset_name}.npz and <dataset_dir>/{dataset_name}-val.npz, <dataset_dir> being {directory} "
+        "(or pass --dataset-dir to where they are; ogbench.make_env_and_datasets downloads them there when online)."
     )
+
+
+def download_only_reason(dataset_name: str) -> str | None:
+    """Why a dataset cannot be generated offline (expert policies that do not ship, images), or None."""
+    return next((reason for pattern, reason in _DOWNLOAD_ONLY if pattern.match(dataset_name)), None)
 
 
 def _lookup(dataset_name: str) -> DatasetSpec:
@@ -166,9 +172,9 @@ def _lookup(dataset_name: str) -> DatasetSpec:
                 f"'{dataset_name}' is an environment/task name, not a dataset name: all {marker} variants share "
                 f"one dataset file. Pass the dataset name '{base}' instead."
             )
-    for pattern, reason in _DOWNLOAD_ONLY:
-        if pattern.match(dataset_name):
-            raise GenerationError(_download_only_message(dataset_name, reason))
+    reason = download_only_reason(dataset_name)
+    if reason is not None:
+        raise GenerationError(download_only_message(dataset_name, reason))
     raise GenerationError(
         f"unknown dataset '{dataset_name}'. Offline generation supports OGBench's "
         "cube-{single,double,triple,quadruple}, scene and puzzle-{3x3,4x4,4x5,4x6} datasets of type play or noisy, "
@@ -527,30 +533,12 @@ def _output_paths(dataset_dir: str | os.PathLike, stem: str) -> tuple[pathlib.Pa
 
 
 def _write_npz_files(files: list[tuple[pathlib.Path, dict[str, np.ndarray]]]) -> None:
-    """Write every file to a temporary sibling, then move them into place; on failure no temporary file is left.
+    """Write the files together (`offrl.runs.atomic_write_files`): all or none, renamed in the given order, so list the
+    file a loader checks for (the train file) last."""
+    from offrl.runs import atomic_write_files
 
-    Files are moved in the given order, so list the file a loader checks for (the train file) last.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    temporary = []
-    try:
-        for path, arrays in files:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            temporary.append(name)
-            with os.fdopen(handle, "wb") as file:
-                np.savez_compressed(file, **arrays)
-                file.flush()
-                os.fsync(file.fileno())
-            os.chmod(name, 0o666 & ~umask)
-        for (path, _), name in zip(files, temporary, strict=True):
-            os.replace(name, path)
-    except BaseException:
-        for name in temporary:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name)
-        raise
+    writers = [(path, lambda file, arrays=arrays: np.savez_compressed(file, **arrays)) for path, arrays in files]
+    atomic_write_files(writers, mode="wb")
 
 
 def generate_dataset(

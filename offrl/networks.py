@@ -169,10 +169,10 @@ class GaussianActor(nn.Module):
         obs_dim, action_dim: S and A.
         hidden_dims: MLP trunk widths (no LayerNorm, as the reference actors).
         tanh_squash: squash samples with tanh (SAC-style actor); log-probabilities include the tanh correction.
-        std: "constant" (log-std fixed at `log_std_init`, IQL's actor), "learned" (one learnable log-std per action
-            dimension, independent of the state) or "state" (a head predicts log-std from the state).
+        std: "constant" (log-std fixed at `log_std_init`, IQL's actor) or "state" (a head predicts log-std from the
+            state, SAC's actor).
         log_std_min, log_std_max: clamp range of the log-std (REFERENCE: [-5, 2]).
-        log_std_init: the constant log-std, or the initial value of the learned one.
+        log_std_init: the constant log-std.
         mean_init_scale: variance-scaling factor of the mean (and log-std) head; 1e-2 as in the reference.
 
     `forward(obs)` returns `(mean, log_std)`, each (B, A), before any tanh.
@@ -192,8 +192,8 @@ class GaussianActor(nn.Module):
         mean_init_scale: float = 1e-2,
     ) -> None:
         super().__init__()
-        if std not in ("constant", "learned", "state"):
-            raise ValueError(f"std must be 'constant', 'learned' or 'state', got {std!r}")
+        if std not in ("constant", "state"):
+            raise ValueError(f"std must be 'constant' or 'state', got {std!r}")
         self.tanh_squash = tanh_squash
         self.std = std
         self.log_std_min = log_std_min
@@ -202,8 +202,6 @@ class GaussianActor(nn.Module):
         self.mean_head = glorot_linear(hidden_dims[-1], action_dim, mean_init_scale)
         if std == "state":
             self.log_std_head = glorot_linear(hidden_dims[-1], action_dim, mean_init_scale)
-        elif std == "learned":
-            self.log_std = nn.Parameter(torch.full((action_dim,), float(log_std_init)))
         else:
             self.register_buffer("log_std", torch.full((action_dim,), float(log_std_init)))
 

@@ -27,15 +27,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from offrl.hparams import domain_of
-
 README_BEGIN = "<!-- offrl.report: begin -->"
 README_END = "<!-- offrl.report: end -->"
 
 # Arguments that never tell two configurations apart.
 _NOT_HYPERPARAMETERS = {
     "seed", "run_dir", "resume", "device", "video", "dataset_dir", "eval_envs", "log_every", "save_every", "compile",
-    "cudagraphs", "env_name",
+    "cudagraphs", "env_name", "presets",
 }  # fmt: skip
 
 _FQL_TABLE = "FQL paper Table 1, 5-task mean"
@@ -105,6 +103,19 @@ class Group:
 
     def best(self) -> list[float]:
         return [max(score for _, score in run.scores()) for run in self.finished]
+
+
+def domain_of(env_name: str) -> str:
+    """The benchmark domain of an env name, the unit the papers average over.
+
+    'cube-single-play-singletask-task1-v0' -> 'cube-single'; 'puzzle-3x3-play-singletask-v0' -> 'puzzle-3x3';
+    'D4RL/antmaze/medium-play-v1' -> 'D4RL/antmaze'; 'mujoco/hopper/medium-v0' -> 'mujoco/hopper'.
+    Other names are their own domain.
+    """
+    if "/" in env_name:
+        return env_name.rsplit("/", 1)[0]
+    match = re.fullmatch(r"(?P<domain>.+)-[a-z]+-singletask(-task\d+)?-v\d+", env_name)
+    return match["domain"] if match else env_name
 
 
 def collect_runs(roots: list[str | pathlib.Path]) -> list[Run]:

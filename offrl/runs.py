@@ -1,19 +1,32 @@
-"""What every training run shares around its update: run directory, logging, results, checkpoints, signals.
+"""What every training run shares around its update, written once: `Run`, and the pieces it is made of.
 
-The `train_*.py` scripts keep their loop in the file (a reader never leaves it); the pieces here are the ones that
-would otherwise be copied into every script:
+A `train_<algo>.py` script keeps its algorithm (networks, losses, `build()`) and a visible loop of a dozen lines:
 
-- `resolve_device`, `seed_everything`, `default_run_dir`, `compile_update` (with `CUDAGraphed`, `warmup_calls`);
-- `RunLogger`: TensorBoard scalars, the hyperparameters as text, and `results.json` rewritten atomically after
-  every evaluation (`{"algo", "env_name", "args", "status", "evals": [{"step", "success", "return",
-  "normalized_score", "episode_length", "wall_time"}, ...]}`);
-- `save_checkpoint` / `load_checkpoint`: modules, optimizers, RNG states and the step, written atomically;
-- `StopRequest`: turns SIGINT/SIGTERM into a flag the loop checks between steps, so a run can save and exit;
-- `check_finite`: stops a run whose losses became NaN or infinite, naming the loss and the steps.
+    with Run(__file__, Args, PRESETS, argv) as run:        # flags > presets > defaults; run dir, dataset, logger
+        agent = build(run.args, run.data, run.device)     # networks, optimizer, update(), policy()
+        update = compile_update(agent.update, run.args.compile, run.args.cudagraphs, run.device)
+        for step in run.steps(agent, warmup=warmup_calls(update)):  # resumes; evaluates at step 0
+            metrics = update()
+            if run.log_due(step):
+                run.log(step, metrics, agent.validation)  # reads metrics back, checks them for NaN
+            if run.eval_due(step):
+                run.evaluate(step, agent.policy)
+            if run.save_due(step):
+                run.save(step)
+    return run.exit_code
+
+`Run` owns the bookkeeping: argument checks common to all scripts (`RunArgs`, `parse_args`), the per-domain presets
+(`Preset`), the run directory (one run per directory, held by a lock), resume, the logger (`RunLogger`: TensorBoard
+and `results.json`), the first lines printed, timing with compilation excluded, Ctrl-C/SIGTERM (`StopRequest`), the
+NaN check, checkpoints (`save_checkpoint` / `load_checkpoint`) and exit codes. The rest are building blocks:
+`resolve_device`, `seed_everything`, `default_run_dir`, `atomic_write`, `compile_update` (with `CUDAGraphed`,
+`warmup_calls`), `make_optimizer` and `CosineDecay`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import json
 import math
 import os
@@ -21,30 +34,243 @@ import pathlib
 import random
 import re
 import signal
+import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 __all__ = [
+    "Agent",
     "CUDAGraphed",
+    "CosineDecay",
     "NonFiniteLossError",
+    "Preset",
+    "Run",
+    "RunArgs",
     "RunLogger",
     "StopRequest",
+    "algo_name",
+    "apply_presets",
     "atomic_write",
+    "atomic_write_files",
     "check_finite",
     "compile_update",
     "default_run_dir",
+    "import_script",
     "load_checkpoint",
+    "load_data",
+    "make_optimizer",
+    "parse_args",
     "resolve_device",
     "save_checkpoint",
     "seed_everything",
     "warmup_calls",
 ]
+
+LOCK_NAME = ".lock"
+"""The lock file a live run holds in its run directory (`offrl.sweep` reads it to tell a running job)."""
+
+
+@dataclasses.dataclass
+class RunArgs:
+    """The command-line fields every `train_<algo>.py` shares; a script's `Args` adds its algorithm's after them."""
+
+    env_name: str = "cube-single-play-singletask-task1-v0"
+    """dataset: an OGBench single-task name or a Minari id (e.g. mujoco/hopper/medium-v0)"""
+    dataset_dir: str | None = None
+    """where datasets live (default: ~/.ogbench/data for OGBench, Minari's own folder for Minari)"""
+    generate_episodes: int | None = None
+    """OGBench: train on a small locally generated set of this many episodes (quick runs) instead of the official"""
+    presets: bool = True
+    """apply the script's recommended settings for --env-name (its PRESETS table); flags given always win"""
+    seed: int = 0
+    """random seed (networks, sampling; evaluation seeds are derived from it but never equal training seeds)"""
+    device: str = "auto"
+    """torch device; auto = cuda when available, else cpu"""
+    total_steps: int = 1_000_000
+    """gradient steps"""
+    batch_size: int = 256
+    """transitions per gradient step"""
+    eval_every: int = 100_000
+    """evaluate every this many steps (and at step 0 and at the end)"""
+    eval_episodes: int = 50
+    """episodes per evaluation"""
+    eval_envs: int = 8
+    """environments run side by side during evaluation"""
+    log_every: int = 5_000
+    """read metrics back from the device, log them and check them for NaN every this many steps (and at every
+    evaluation and checkpoint)"""
+    compile: bool = True
+    """compile the update with torch.compile"""
+    cudagraphs: bool = False
+    """replay the whole update as one CUDA graph, captured at its third call (CUDA only; ignored on CPU)"""
+    run_dir: str | None = None
+    """where this run writes (when not given: runs/<env>__<algo>__<seed>__<time>)"""
+    save_every: int = 100_000
+    """checkpoint every this many steps (and at the end)"""
+    resume: str | None = None
+    """continue an interrupted run in this run directory (or from this checkpoint file, in its directory); its
+    settings are the defaults, flags given override them"""
+    video: bool = False
+    """record the first episode of each evaluation to <run_dir>/videos (set MUJOCO_GL=egl when headless)"""
+
+
+class Preset(NamedTuple):
+    """Recommended settings of one algorithm for the env names that `pattern` matches (`re.match`, from the start).
+
+    values: `{Args field: value}`; source: where the values come from (paper, repository, post, with a link).
+    """
+
+    pattern: str
+    values: dict[str, Any]
+    source: str
+
+
+def algo_name(script: str | os.PathLike) -> str:
+    """The algorithm a script trains, from its file name: 'train_fql.py' -> 'fql' (a copy names its runs itself)."""
+    return pathlib.Path(script).stem.removeprefix("train_")
+
+
+def apply_presets(presets: Sequence[Preset], env_name: str) -> dict[str, tuple[Any, str]]:
+    """`{field: (value, source)}` of every preset whose pattern matches `env_name`; later presets win."""
+    chosen: dict[str, tuple[Any, str]] = {}
+    for preset in presets:
+        if re.match(preset.pattern, env_name):
+            chosen.update({name: (value, preset.source) for name, value in preset.values.items()})
+    return chosen
+
+
+# Fields that identify a run: resuming with another value would continue a different experiment.
+RESUME_MUST_MATCH = ("env_name", "seed", "generate_episodes", "reward_mode")
+# Fields that change the networks' shapes (checked by name so the message can say which one changed).
+NETWORK_SIZE_FIELD = re.compile(r"(^|_)(hidden_dims|dims|dim|blocks)$|layer_norm$")
+# Fields about the bookkeeping, not the optimisation: they may change on resume without a warning.
+BOOKKEEPING = frozenset(
+    ("total_steps", "eval_every", "eval_episodes", "eval_envs", "log_every", "save_every", "compile", "cudagraphs",
+     "device", "video", "run_dir", "resume", "dataset_dir", "presets")
+)  # fmt: skip
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _fields_of(args_type: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(args_type)}
+
+
+def _from_saved(args_type: type, saved: Mapping[str, Any]) -> Any:
+    """An `args_type` instance from a checkpoint's saved args (JSON-like: lists back to tuples; unknown keys
+    dropped; fields the saved run did not have keep their defaults)."""
+    fields = _fields_of(args_type)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields}
+    return args_type(**values)
+
+
+def _checkpoint_path(resume: str) -> pathlib.Path:
+    path = pathlib.Path(resume)
+    return path / "checkpoint.pt" if path.is_dir() else path
+
+
+def _read_checkpoint(path: pathlib.Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    if not path.is_file():
+        raise SystemExit(f"error: --resume {path}: no such checkpoint file (or run directory with one).")
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as error:  # noqa: BLE001  (any unreadable file: say which and why, in one line)
+        message = str(error).splitlines()[0] if str(error) else ""
+        raise SystemExit(
+            f"error: --resume {path}: not a readable checkpoint ({type(error).__name__}: {message})"
+        ) from None
+
+
+class ParsedArgs(NamedTuple):
+    """What `parse_args` found: the args, the presets applied and overridden, and on resume what changed."""
+
+    args: Any
+    presets_applied: dict[str, dict[str, Any]]
+    presets_overridden: dict[str, dict[str, Any]]
+    resume_changes: dict[str, list[Any]]
+
+
+def parse_args(
+    args_type: type,
+    presets: Sequence[Preset] = (),
+    argv: Sequence[str] | None = None,
+    positive: Sequence[str] = (),
+) -> ParsedArgs:
+    """Parse a script's command line: flags given > presets for --env-name > the script's defaults.
+
+    With `--resume`, the checkpoint's saved settings replace the defaults (and presets are not applied again): a
+    flag given that changes the env name, seed or network size is refused; a changed optimisation setting is kept
+    with a warning and recorded. Checks that every count (`positive`, and the run's own) is at least 1 and that
+    hidden layer widths are given. Errors are one-line `SystemExit`s.
+    """
+    import tyro
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    plain = tyro.cli(args_type, args=argv)  # --help exits here, with the script's own defaults
+    applied: dict[str, dict[str, Any]] = {}
+    overridden: dict[str, dict[str, Any]] = {}
+    changes: dict[str, list[Any]] = {}
+    if plain.resume:
+        payload = _read_checkpoint(_checkpoint_path(plain.resume))
+        # the run directory is where the checkpoint is, wherever the run was started from
+        saved = dataclasses.replace(_from_saved(args_type, payload.get("args", {})), run_dir=None, resume=None)
+        args = tyro.cli(args_type, args=argv, default=saved)
+        for name in _fields_of(args_type):
+            before, after = getattr(saved, name), getattr(args, name)
+            if before == after or name in ("resume", "run_dir"):
+                continue
+            if name in RESUME_MUST_MATCH or NETWORK_SIZE_FIELD.search(name):
+                what = name.replace("_", " ") if name in RESUME_MUST_MATCH else "network size"
+                raise SystemExit(
+                    f"error: --resume {plain.resume}: the run was trained with {_flag(name)} {_shown(before)}, not "
+                    f"{_shown(after)}; a resumed run keeps its {what}. Drop the flag, or start a new run."
+                )
+            changes[name] = [_jsonable(before), _jsonable(after)]
+    else:
+        chosen = apply_presets(presets, plain.env_name) if plain.presets else {}
+        unknown = sorted(set(chosen) - set(_fields_of(args_type)))
+        if unknown:
+            raise SystemExit(f"error: PRESETS name {unknown}, which are not fields of {args_type.__name__}.")
+        defaults = dataclasses.replace(args_type(), **{name: value for name, (value, _) in chosen.items()})
+        args = tyro.cli(args_type, args=argv, default=defaults)
+        for name, (value, source) in chosen.items():
+            if getattr(args, name) == value:
+                applied[name] = {"value": _jsonable(value), "source": source}
+            else:
+                overridden[name] = {"preset": _jsonable(value), "given": _jsonable(getattr(args, name))}
+    check_args(args, positive)
+    return ParsedArgs(args, applied, overridden, changes)
+
+
+def _shown(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+def check_args(args: Any, positive: Sequence[str] = ()) -> None:
+    """One-line errors for counts below 1 and empty or non-positive hidden layer widths."""
+    counts = ("total_steps", "batch_size", "eval_every", "eval_episodes", "eval_envs", "log_every", "save_every")
+    for name in (*counts, *positive):
+        if getattr(args, name) <= 0:
+            raise SystemExit(f"error: {_flag(name)} must be positive, got {getattr(args, name)}")
+    if args.generate_episodes is not None and args.generate_episodes <= 0:
+        raise SystemExit(f"error: --generate-episodes must be positive, got {args.generate_episodes}")
+    for name in _fields_of(type(args)):
+        if name.endswith("hidden_dims"):
+            widths = getattr(args, name)
+            if not widths or any(width <= 0 for width in widths):
+                raise SystemExit(f"error: {_flag(name)} needs one or more positive layer widths, e.g. 512 512")
+    if args.resume and args.run_dir:
+        resumed_dir = _checkpoint_path(args.resume).parent.resolve()
+        if pathlib.Path(args.run_dir).resolve() != resumed_dir:
+            raise SystemExit(f"error: --resume continues in {resumed_dir}; drop --run-dir {args.run_dir}.")
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -71,16 +297,37 @@ def default_run_dir(env_name: str, algo: str, seed: int, root: str | os.PathLike
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Write a file through `write(file)` into a temporary file beside `path`, then rename it over `path`."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write a file through `write(file)` into a temporary file beside `path`, then rename it over `path`.
+
+    The data reach the disk (fsync) before the rename, so a crash leaves the old file or the new one, never a part;
+    on failure the temporary file is removed. The file gets the permissions of an ordinary new file (0666 less the
+    umask), not the temporary file's 0600.
+    """
+    atomic_write_files([(path, write)], mode)
+
+
+def atomic_write_files(files: Sequence[tuple[str | os.PathLike, Callable[[Any], None]]], mode: str = "w") -> None:
+    """`atomic_write` for several files that belong together: every file is written to its temporary file first,
+    then all are renamed, in the given order; if any write fails, none of the files is replaced."""
+    umask = os.umask(0)
+    os.umask(umask)
+    temporary: list[tuple[str, pathlib.Path]] = []
     try:
-        with os.fdopen(descriptor, mode) as file:
-            write(file)
-        os.replace(temporary, path)
+        for path, write in files:
+            path = pathlib.Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temporary.append((name, path))
+            with os.fdopen(descriptor, mode) as file:
+                write(file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.chmod(name, 0o666 & ~umask)
+        for name, path in temporary:
+            os.replace(name, path)
     except BaseException:
-        pathlib.Path(temporary).unlink(missing_ok=True)
+        for name, _ in temporary:
+            pathlib.Path(name).unlink(missing_ok=True)
         raise
 
 
@@ -173,25 +420,94 @@ class CUDAGraphed:
         return static_inputs, static_outputs, cuda_graph
 
 
-def optimizer_options(device: torch.device) -> dict[str, bool]:
-    """Keyword arguments for `torch.optim.Adam`/`AdamW` that suit the device and a compiled update.
+def make_optimizer(
+    optimizer_type: type[torch.optim.Optimizer],
+    param_groups: Sequence[Mapping[str, Any]],
+    device: torch.device,
+    **options: Any,
+) -> torch.optim.Optimizer:
+    """An optimizer set up for a compiled update on `device`; the update calls a plain `optimizer.step()`.
 
-    CUDA: `capturable=True`, so the step counts live on the GPU and the step can run inside CUDA graphs.
-    CPU: `fused=True`, one fused kernel over all parameters; the default there is a Python loop over the parameter
-    tensors, several times slower at 4 x 512 sizes (about 14 ms against 3 ms per step for IQL's 3.2M parameters).
-    Both accept learning rates held in tensors, which the scripts use for schedules.
+    Each group's learning rate is held in a tensor (`group["lr"]`), so a schedule changes it in place without
+    recompiling the update, and a resume keeps that tensor (`load_checkpoint` copies the saved value into it).
+    CUDA: `capturable=True`, so the step counts live on the GPU and the step can run inside torch.compile's graph and
+    CUDA graphs. CPU: `fused=True`, one fused kernel over all parameters (the default is a Python loop over the
+    parameter tensors, several times slower at 4 x 512 sizes: about 14 ms against 3 ms per step for IQL's 3.2M
+    parameters), run eagerly even inside a compiled update (`torch.compiler.disable`): torch.compile's traced version
+    of the CPU step was slower than the fused kernel it replaces (IQL on 2 CPU cores: 14.5 against 19.4 updates/s).
+
+    param_groups: `[{"params": [...], "lr": 3e-4, ...}, ...]`, as torch.optim takes them.
     """
-    return {"capturable": True} if device.type == "cuda" else {"fused": True}
+    groups = [{**group, "lr": torch.tensor(float(group["lr"]), device=device)} for group in param_groups]
+    device_options = {"capturable": True} if device.type == "cuda" else {"fused": True}
+    optimizer = optimizer_type(groups, **device_options, **options)
+    if device.type != "cuda":
+        optimizer.step = torch.compiler.disable(optimizer.step)
+    return optimizer
 
 
-def optimizer_step_for(optimizer: torch.optim.Optimizer, device: torch.device) -> Callable[[], Any]:
-    """`optimizer.step` as a compiled update should call it.
+class CosineDecay(torch.nn.Module):
+    """Cosine decay of one optimizer group's learning rate to 0 over `total_steps`, computed on the device.
 
-    CUDA: the step itself, which torch.compile traces into the update's graph (and CUDA graphs capture).
-    CPU: the fused kernel run eagerly (`torch.compiler.disable`): torch.compile's traced version of the CPU step was
-    slower than the fused kernel it replaces (IQL on 2 CPU cores: 14.5 against 19.4 updates/s).
+    Calling it (inside the update, after `optimizer.step()`) counts one step k and sets
+    lr <- lr0 * (1 + cos(pi * min(k, K) / K)) / 2 in place: no host sync, no recompilation, safe in a CUDA graph.
+    The step count is a buffer, so the schedule goes into the checkpoint (`Agent.state`) and a resume continues it
+    (loading it sets the learning rate that its step implies).
     """
-    return optimizer.step if device.type == "cuda" else torch.compiler.disable(optimizer.step)
+
+    def __init__(self, group: dict[str, Any], initial_lr: float, total_steps: int) -> None:
+        super().__init__()
+        self.lr = group["lr"]  # the optimizer's own tensor, changed in place
+        self.initial_lr, self.total_steps = initial_lr, total_steps
+        self.register_buffer("step_count", torch.zeros((), device=self.lr.device))
+
+    def forward(self) -> None:
+        self.step_count += 1
+        self._set_lr()
+
+    def _set_lr(self) -> None:
+        progress = self.step_count.clamp(max=self.total_steps) / self.total_steps
+        self.lr.copy_(self.initial_lr * 0.5 * (1.0 + torch.cos(math.pi * progress)))
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """Restore the step count and set the learning rate it implies (with this run's initial lr)."""
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        with torch.no_grad():
+            self._set_lr()
+        return result
+
+
+class Agent(NamedTuple):
+    """What a script's `build()` returns.
+
+    nets: the networks by name (put in eval mode while evaluating).
+    update: one gradient step, eager (`compile_update` compiles it): () -> detached metrics {name: scalar tensor}.
+    policy: the acting policy at evaluation: observations (B, S) -> actions (B, A) in [-1, 1].
+    state: everything a checkpoint holds (networks, optimizer, schedules): {name: object with a state_dict}.
+    validation: the losses on a validation batch, () -> {"val/<loss>": scalar tensor}, or None.
+    """
+
+    nets: dict[str, torch.nn.Module]
+    update: Callable[[], dict[str, torch.Tensor]]
+    policy: Callable[[torch.Tensor], torch.Tensor]
+    state: dict[str, Any]
+    validation: Callable[[], dict[str, torch.Tensor]] | None = None
+
+
+def load_data(args: Any, device: torch.device):
+    """The run's dataset on `device` (`offrl.datasets.load_dataset`); a one-line `SystemExit` says what is wrong."""
+    from offrl.datasets import DatasetError, load_dataset
+
+    try:
+        return load_dataset(
+            args.env_name,
+            dataset_dir=args.dataset_dir,
+            device=device,
+            reward_mode=getattr(args, "reward_mode", "auto"),
+            generate_episodes=args.generate_episodes,
+        )
+    except (DatasetError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 class NonFiniteLossError(RuntimeError):
@@ -202,21 +518,29 @@ def check_finite(metrics: Mapping[str, float], step: int, last_checked_step: int
     """Raise `NonFiniteLossError` naming the first non-finite metric and the steps it appeared between."""
     for name, value in metrics.items():
         if not math.isfinite(value):
-            raise NonFiniteLossError(
-                f"{name} became {value} between steps {last_checked_step} and {step}. The run is stopped; the last "
-                f"checkpoint saved before it is kept. Lower the learning rate or check the dataset's rewards."
-            )
+            raise NonFiniteLossError(f"{name} became {value} between steps {last_checked_step} and {step}.")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM while the run could not stop between steps (loading data, the first evaluation)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signal = signum
 
 
 class StopRequest:
     """Context manager: SIGINT (Ctrl-C) and SIGTERM set `self.signal` instead of killing the process.
 
     The training loop checks `stop.requested` once per step (a Python attribute, no device sync), saves a checkpoint
-    and `results.json`, and exits. A second signal while stopping interrupts immediately.
+    and `results.json`, and exits. Inside `with stop.at_once():` (work that has no step to stop at: loading or
+    generating the dataset, the evaluation before training) a signal raises `Interrupted` right away. A second signal
+    while stopping interrupts immediately (`KeyboardInterrupt`).
     """
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self._at_once = False
         self._previous: dict[int, Any] = {}
 
     @property
@@ -224,9 +548,16 @@ class StopRequest:
         return self.signal is not None
 
     def _handle(self, signum, frame) -> None:
+        if self._at_once:
+            self.signal = signum
+            raise Interrupted(signum)
         if self.signal is not None:  # second Ctrl-C: give up on saving
             raise KeyboardInterrupt
         self.signal = signum
+
+    def at_once(self) -> _AtOnce:
+        """A context in which a signal raises `Interrupted` at once."""
+        return _AtOnce(self)
 
     def __enter__(self) -> StopRequest:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -236,6 +567,19 @@ class StopRequest:
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+class _AtOnce:
+    def __init__(self, stop: StopRequest) -> None:
+        self.stop = stop
+
+    def __enter__(self) -> None:
+        if self.stop.requested:
+            raise Interrupted(self.stop.signal)
+        self.stop._at_once = True
+
+    def __exit__(self, *exc) -> None:
+        self.stop._at_once = False
 
 
 def _rng_state() -> dict[str, Any]:
@@ -248,13 +592,20 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def save_checkpoint(path: str | os.PathLike, step: int, objects: Mapping[str, Any], **extra: Any) -> pathlib.Path:
-    """Save `{name: module/optimizer/scheduler}.state_dict()`, the RNG states and `step` atomically to `path`."""
+    """Save `{name: module/optimizer/scheduler}.state_dict()`, the RNG states and `step` atomically to `path`.
+
+    Temporary files left beside `path` by an earlier save that was killed are removed first (a run directory holds
+    one run, so no other process is writing them).
+    """
+    path = pathlib.Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     payload = {
         "step": step,
         "state": {name: obj.state_dict() for name, obj in objects.items()},
@@ -262,29 +613,417 @@ def save_checkpoint(path: str | os.PathLike, step: int, objects: Mapping[str, An
         **extra,
     }
     atomic_write(path, lambda file: torch.save(payload, file), mode="wb")
-    return pathlib.Path(path)
+    return path
 
 
 def load_checkpoint(path: str | os.PathLike, objects: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    """Restore the objects' state dicts and the RNG states saved by `save_checkpoint`; returns the payload."""
-    path = pathlib.Path(path)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-    if not path.is_file():
-        raise SystemExit(f"error: --resume {path}: no such checkpoint file.")
-    try:
-        payload = torch.load(path, map_location=device, weights_only=False)
-    except Exception as error:  # noqa: BLE001
-        raise SystemExit(
-            f"error: --resume {path}: not a readable checkpoint ({type(error).__name__}: {error})"
-        ) from None
-    missing = set(objects) - set(payload["state"])
+    """Restore the objects' state dicts and the RNG states saved by `save_checkpoint`; returns the payload.
+
+    `path` is a checkpoint file or a run directory holding `checkpoint.pt`. An optimizer keeps its own settings (the
+    learning-rate tensors, the same objects, which schedules and captured CUDA graphs hold; weight decay, ...): a
+    resume with another `--lr` trains with it. Its state (moments, step counts) comes from the checkpoint. Errors
+    (missing, unreadable, from another algorithm or network size) are one-line `SystemExit`s.
+    """
+    path = _checkpoint_path(str(path))
+    payload = _read_checkpoint(path, device)
+    missing = set(objects) - set(payload.get("state", {}))
     if missing:
         raise SystemExit(f"error: --resume {path}: checkpoint has no {sorted(missing)} (from another algorithm?)")
     for name, obj in objects.items():
-        obj.load_state_dict(payload["state"][name])
+        # an optimizer's settings (lr tensors, weight decay, ...) are this command line's; its state (moments, step
+        # counts) is the checkpoint's. The lr tensors stay the same objects, which schedules and CUDA graphs hold.
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in getattr(obj, "param_groups", [])]
+        try:
+            obj.load_state_dict(payload["state"][name])
+        except (RuntimeError, ValueError, KeyError) as error:
+            first = str(error).strip().splitlines()
+            detail = " ".join(line.strip() for line in first[:2])
+            raise SystemExit(
+                f"error: --resume {path}: its '{name}' does not fit this script's ({detail[:300]}); was it trained "
+                "with other network sizes or by another script?"
+            ) from None
+        if isinstance(obj, torch.optim.Optimizer):
+            for group, own in zip(obj.param_groups, settings, strict=True):
+                group.update(own)
     _set_rng_state(payload["rng"])
     return payload
+
+
+def _read_status(run_dir: pathlib.Path) -> str | None:
+    try:
+        return json.loads((run_dir / "results.json").read_text()).get("status")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
+class Run:
+    """One training run of a script, from its command line to its exit code (see the module docstring).
+
+    Args:
+        script: the script's `__file__`; its name names the algorithm ('train_fql.py' -> 'fql').
+        args_type: the script's `Args` dataclass (a `RunArgs` with the algorithm's fields after the common ones).
+        presets: the script's `PRESETS`, applied for --env-name unless --no-presets or a flag says otherwise.
+        argv: the command line without the program name (default: `sys.argv[1:]`).
+        positive: the algorithm's count fields that must be at least 1 (e.g. "flow_steps").
+
+    Attributes: args, device, data (after entering), run_dir, step, start_step, exit_code (after leaving).
+    """
+
+    def __init__(
+        self,
+        script: str | os.PathLike,
+        args_type: type,
+        presets: Sequence[Preset] = (),
+        argv: Sequence[str] | None = None,
+        positive: Sequence[str] = (),
+    ) -> None:
+        self.algo = algo_name(script)
+        self.parsed = parse_args(args_type, presets, argv, positive)
+        self.args = args = self.parsed.args
+        self.device = resolve_device(args.device)
+        self.resuming = bool(args.resume)
+        if self.resuming:
+            self.run_dir = _checkpoint_path(args.resume).parent
+        else:
+            self.run_dir = pathlib.Path(args.run_dir or default_run_dir(args.env_name, self.algo, args.seed))
+        self.data = None
+        self.logger: RunLogger | None = None
+        self.agent: Agent | None = None
+        self.stop = StopRequest()
+        self.step = self.start_step = 0
+        self.exit_code = 0
+        self.last_eval: dict[str, Any] | None = None
+        self.saved_step: int | None = None
+        self.train_seconds, self.compile_seconds, self.timed_steps = 0.0, 0.0, 0
+        self._lock = None
+        self._bar = None
+        self._interval_start: float | None = None
+        self._paused, self._warming = True, False
+        self._last_checked = 0
+        self._wall_start = time.perf_counter()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Entering: the run directory, the signals, the dataset, the first lines
+
+    def __enter__(self) -> Run:
+        self._take_run_dir()
+        self.stop.__enter__()
+        try:
+            seed_everything(self.args.seed)
+            with self.stop.at_once():
+                self.data = load_data(self.args, self.device)
+        except Interrupted as interrupted:
+            self._release()
+            print(f"\n[{self.algo}] interrupted while loading the dataset; nothing was trained.", file=sys.stderr)
+            raise SystemExit(128 + interrupted.signal) from None
+        except BaseException:
+            self._release()
+            raise
+        self._print_first_lines()
+        return self
+
+    def _take_run_dir(self) -> None:
+        """Create and lock the run directory; refuse one that holds another run (unless resuming it)."""
+        run_dir = self.run_dir
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock = open(run_dir / LOCK_NAME, "a")  # noqa: SIM115  (held open for the run's whole life)
+        except OSError as error:
+            raise SystemExit(f"error: cannot write to the run directory {run_dir}: {error.strerror or error}") from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise SystemExit(
+                f"error: {run_dir} holds a run in progress (another process is training in it); wait for it, or pick "
+                "another --run-dir."
+            ) from None
+        if not self.resuming and ((run_dir / "results.json").exists() or (run_dir / "checkpoint.pt").exists()):
+            lock.close()
+            status = _read_status(run_dir) or "unknown status"
+            if (run_dir / "checkpoint.pt").exists() and status != "finished":
+                hint = f"continue it with --resume {run_dir}, or pick another --run-dir"
+            elif status == "finished":
+                hint = "pick another --run-dir (or leave --run-dir out for a new timestamped one)"
+            else:
+                hint = "it has no checkpoint to resume from: remove the directory, or pick another --run-dir"
+            raise SystemExit(f"error: {run_dir} already holds a run ({status}); {hint}.")
+        self._lock = lock
+
+    def _release(self) -> None:
+        self.stop.__exit__()
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+            self._lock = None
+
+    def _print_first_lines(self) -> None:
+        name, parsed = self.algo, self.parsed
+        if parsed.presets_applied:
+            settings = ", ".join(f"{_flag(k)} {_shown(v['value'])}" for k, v in parsed.presets_applied.items())
+            sources = "; ".join(dict.fromkeys(v["source"] for v in parsed.presets_applied.values()))
+            print(f"[{name}] presets for {self.args.env_name}: {settings} (from {sources}; --no-presets: off)")
+        for field, value in parsed.presets_overridden.items():
+            print(
+                f"[{name}] preset {_flag(field)} {_shown(value['preset'])} not applied: {_shown(value['given'])} given"
+            )
+        data = self.data
+        print(f"[{name}] {data.name}: {len(data):,} transitions ({data.metadata['source']}), run dir {self.run_dir}")
+        sys.stdout.flush()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # The loop
+
+    def steps(self, agent: Agent, warmup: int = 1) -> Iterator[int]:
+        """Yield the steps to train, 1..total_steps (after a resume: from the checkpoint's step + 1).
+
+        Before the first: restores the --resume checkpoint into `agent.state`, opens the logger and evaluates at step 0
+        (a new run). Between steps: the training clock (the first `warmup` steps of this process, which compile or
+        capture the update, are timed apart), the progress bar, and a stop requested by Ctrl-C/SIGTERM.
+        """
+        self.agent, args = agent, self.args
+        fields: dict[str, Any] = {}
+        if self.resuming:
+            payload = load_checkpoint(args.resume, agent.state, self.device)
+            self.start_step = self.saved_step = payload["step"]
+            self._print_resume()
+        else:
+            fields = {
+                "presets_applied": self.parsed.presets_applied,
+                "presets_overridden": self.parsed.presets_overridden,
+            }
+        self.step = self._last_checked = self.start_step
+        self.logger = RunLogger(
+            self.run_dir, self.algo, args.env_name, dataclasses.asdict(args),
+            resume_step=self.start_step if self.resuming else None, **fields,
+        )  # fmt: skip
+        segments = [s for s in self.logger.results.get("segments", []) if s["start_step"] < self.start_step]
+        segment = {"start_step": self.start_step, "changed": self.parsed.resume_changes} if self.resuming else {}
+        self.logger.write_results(status="running", segments=[*segments, segment or {"start_step": 0, "changed": {}}])
+        if self.start_step == 0:
+            with self.stop.at_once():
+                self.evaluate(0, agent.policy)
+        else:
+            self.last_eval = (self.logger.results["evals"] or [None])[-1]
+        self._bar = _progress_bar(args.total_steps, self.start_step, self.algo)
+        self._interval_start = time.perf_counter()
+        while self.step < args.total_steps and not self.stop.requested:
+            self.step += 1
+            self._paused, self._warming = False, self.step - self.start_step <= warmup
+            yield self.step
+            if self._warming:  # compilation is kept out of the throughput
+                self._pause()
+            else:
+                self.timed_steps += 1
+            if self._paused:
+                self._interval_start = time.perf_counter()
+            self._paused = False
+            self._bar.update(1)
+
+    def _print_resume(self) -> None:
+        print(f"[{self.algo}] resuming at step {self.start_step} in {self.run_dir}", flush=True)
+        changed = {k: v for k, v in self.parsed.resume_changes.items() if k not in BOOKKEEPING}
+        if changed:
+            text = ", ".join(f"{_flag(k)} {_shown(old)} -> {_shown(new)}" for k, (old, new) in changed.items())
+            print(
+                f"[{self.algo}] warning: resumed with other settings than the run had ({text}); the change is "
+                "recorded in results.json under 'segments'.",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def log_due(self, step: int) -> bool:
+        """A log step: every --log-every steps, and at every evaluation and checkpoint (metrics are checked first)."""
+        return step % self.args.log_every == 0 or self.eval_due(step) or self.save_due(step)
+
+    def eval_due(self, step: int) -> bool:
+        return step % self.args.eval_every == 0 or step == self.args.total_steps
+
+    def save_due(self, step: int) -> bool:
+        return step % self.args.save_every == 0 or step == self.args.total_steps
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _pause(self) -> None:
+        """Stop this step's training clock (the first bookkeeping call of a step; later calls do nothing)."""
+        if self._paused or self._interval_start is None:
+            return
+        self._sync()
+        seconds = time.perf_counter() - self._interval_start
+        if self._warming:
+            self.compile_seconds += seconds
+        else:
+            self.train_seconds += seconds
+        self._paused = True
+
+    @property
+    def steps_per_second(self) -> float | None:
+        """Training updates per second so far, compilation, evaluation and logging excluded (None before any)."""
+        return self.timed_steps / self.train_seconds if self.timed_steps and self.train_seconds > 0 else None
+
+    def log(
+        self,
+        step: int,
+        metrics: Mapping[str, torch.Tensor],
+        validation: Callable[[], Mapping[str, torch.Tensor]] | None = None,
+    ) -> None:
+        """Read the update's metrics back (the only host sync), check them for NaN/inf, add the validation losses
+        (when the dataset has a validation split) and the throughput, and log them to TensorBoard."""
+        self._pause()
+        values = {name: value.item() for name, value in metrics.items()}
+        check_finite(values, step, self._last_checked)
+        self._last_checked = step
+        if validation is not None and self.data.val is not None:
+            values.update({name: value.item() for name, value in validation().items()})
+        rate = self.steps_per_second
+        values["time/train_seconds"] = self.train_seconds
+        if rate is not None:
+            values["time/steps_per_second"] = rate
+            self._bar.set_postfix(sps=f"{rate:.0f}", refresh=False)
+        self.logger.scalars(step, values)
+
+    def evaluate(self, step: int, policy: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
+        """Run --eval-episodes episodes of `policy` (the networks in eval mode) and record them (results.json,
+        TensorBoard); returns the results.json row."""
+        from offrl.evaluation import evaluate
+
+        self._pause()
+        args, data = self.args, self.data
+        start = time.perf_counter()
+        nets = self.agent.nets if self.agent is not None else {}
+        training = {name: net.training for name, net in nets.items()}
+        for net in nets.values():
+            net.eval()
+        ref = data.metadata.get("ref_min_score"), data.metadata.get("ref_max_score")
+        try:
+            result = evaluate(
+                policy,
+                data.make_env,
+                args.eval_episodes,
+                num_envs=args.eval_envs,
+                seed=args.seed,
+                device=self.device,
+                ref_scores=ref if ref[0] is not None else None,
+                video_path=self.run_dir / "videos" / f"step_{step}.mp4" if args.video else None,
+            )
+        finally:
+            for name, net in nets.items():
+                net.train(training[name])
+        seconds = time.perf_counter() - start
+        self.last_eval = self.logger.evaluation(
+            step, result, wall_time=time.perf_counter() - self._wall_start, seconds=seconds
+        )
+        if self._bar is not None:
+            score = self.last_eval["success"] if self.last_eval["success"] is not None else self.last_eval["return"]
+            self._bar.set_postfix(sps=f"{self.steps_per_second or 0:.0f}", score=f"{score:.3f}")
+        return self.last_eval
+
+    def save(self, step: int) -> None:
+        """Write the checkpoint (`agent.state`, RNG states, step and args) atomically to <run_dir>/checkpoint.pt."""
+        self._pause()
+        if not _all_finite(self.agent.nets):  # metrics are read before the last update: check what is saved too
+            raise NonFiniteLossError(f"the networks' parameters became non-finite by step {step}.")
+        save_checkpoint(
+            self.run_dir / "checkpoint.pt", step, self.agent.state, run_dir=str(self.run_dir),
+            args=dataclasses.asdict(self.args),
+        )  # fmt: skip
+        self.saved_step = step
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Leaving: status, results.json, messages, exit code
+
+    def __exit__(self, exc_type, exc, traceback) -> bool:
+        name, messages, errors = self.algo, [], []
+        handled, status = True, "failed"
+        kept = (
+            f"the checkpoint of step {self.saved_step} is kept" if self.saved_step is not None
+            else "no checkpoint had been saved yet"
+        )  # fmt: skip
+        try:
+            if exc_type is None and self.stop.requested and self.step < self.args.total_steps:
+                status, self.exit_code = "interrupted", 128 + self.stop.signal
+                if self.agent is not None and _all_finite(self.agent.nets):
+                    self.save(self.step)
+                    messages.append(
+                        f"interrupted at step {self.step}; checkpoint saved. Continue with --resume {self.run_dir}"
+                    )
+                else:
+                    messages.append(
+                        f"interrupted at step {self.step}; parameters are not finite, so not saved ({kept})"
+                    )
+            elif exc_type is None:
+                status, self.exit_code = "finished", 0
+            elif issubclass(exc_type, NonFiniteLossError):
+                self.exit_code = 1
+                errors.append(f"error: {exc} The run is stopped; {kept}. Lower the learning rate or check the rewards.")
+            elif issubclass(exc_type, Interrupted):  # during the evaluation before training
+                status, self.exit_code = "interrupted", 128 + exc.signal
+                messages.append("interrupted during the evaluation at step 0, before any training; nothing was kept")
+            elif issubclass(exc_type, KeyboardInterrupt):  # a second Ctrl-C while stopping
+                status, self.exit_code = "interrupted", 130
+                messages.append(f"stopped at once by a second signal at step {self.step}; {kept}")
+            elif issubclass(exc_type, OSError):
+                self.exit_code = 1
+                where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+                errors.append(
+                    f"error: writing the run failed at step {self.step}{where}: {exc.strerror or exc}; {kept}."
+                )
+            else:
+                handled = False  # a refusal (SystemExit) or a defect: its own message or traceback follows
+                self.exit_code = 1
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+            self._pause()
+            if self.logger is not None:
+                self._finish_results(status, errors)
+                if status == "interrupted" and self.step == 0 and not self.resuming:
+                    self._forget_fresh_run()
+            self._release()
+        for message in messages:
+            print(f"\n[{name}] {message}", flush=True)
+        for error in errors:
+            print(f"\n[{name}] {error}", file=sys.stderr, flush=True)
+        if status == "finished" and self.last_eval is not None and not errors:
+            score = {
+                k: self.last_eval[k] for k in ("success", "return", "normalized_score") if self.last_eval[k] is not None
+            }
+            print(f"[{name}] final score at step {self.step}: {score}; run dir {self.run_dir}", flush=True)
+        return handled
+
+    def _finish_results(self, status: str, errors: list[str]) -> None:
+        try:
+            self.logger.write_results(
+                status=status,
+                final_step=self.step,
+                train_steps_per_second=self.steps_per_second,
+                compile_seconds=self.compile_seconds,
+                dataset=self.data.metadata,
+            )
+        except OSError as error:
+            errors.append(f"error: could not write {self.logger.results_path}: {error.strerror or error}")
+            self.exit_code = self.exit_code or 1
+        finally:
+            self.logger.close()
+
+    def _forget_fresh_run(self) -> None:
+        """Interrupted before any training: remove what this run wrote, so the same command can start it again."""
+        for path in [self.run_dir / "results.json", *self.run_dir.glob("events.out.tfevents.*")]:
+            path.unlink(missing_ok=True)
+
+
+def _all_finite(nets: Mapping[str, torch.nn.Module]) -> bool:
+    tensors = [
+        t.detach().isfinite().all() for net in nets.values() for t in net.state_dict().values() if t.is_floating_point()
+    ]
+    return bool(torch.stack(tensors).all()) if tensors else True
+
+
+def _progress_bar(total: int, initial: int, name: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=name, dynamic_ncols=True, file=sys.stdout)
 
 
 class RunLogger:
@@ -294,7 +1033,9 @@ class RunLogger:
         run_dir: the run's directory (created).
         algo, env_name: recorded in results.json.
         args: the hyperparameters (a flat dict), written to results.json and to TensorBoard as a text table.
-        resume_step: when resuming, TensorBoard events after this step are discarded and evals after it dropped.
+        resume_step: when resuming from a checkpoint at this step, the TensorBoard points and evaluations after it
+            are discarded (the resumed run writes them again); those at the step itself are kept.
+        fields: more top-level fields of results.json (e.g. the presets applied).
     """
 
     def __init__(
@@ -304,6 +1045,7 @@ class RunLogger:
         env_name: str,
         args: Mapping[str, Any],
         resume_step: int | None = None,
+        **fields: Any,
     ) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
@@ -318,13 +1060,18 @@ class RunLogger:
             "evals": [],
         }
         if resume_step is not None and self.results_path.is_file():
-            previous = json.loads(self.results_path.read_text())
+            try:
+                previous = json.loads(self.results_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                previous = {}
             self.results["evals"] = [e for e in previous.get("evals", []) if e["step"] <= resume_step]
             self.results.update({k: v for k, v in previous.items() if k not in self.results})
+        self.results.update(_jsonable(fields))
         self._eval_seconds, self._eval_episodes = 0.0, 0
-        self.writer = SummaryWriter(str(self.run_dir), purge_step=resume_step)
+        # purge_step: events at or after it, left by the interrupted process, are dropped by TensorBoard
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=None if resume_step is None else resume_step + 1)
         table = "\n".join(f"|{k}|{v}|" for k, v in self.results["args"].items())
-        self.writer.add_text("hyperparameters", f"|parameter|value|\n|-|-|\n{table}", 0)
+        self.writer.add_text("hyperparameters", f"|parameter|value|\n|-|-|\n{table}", resume_step or 0)
 
     def scalars(self, step: int, metrics: Mapping[str, float]) -> None:
         """Write each metric as a TensorBoard scalar at `step`."""
@@ -375,3 +1122,20 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def import_script(path: str | os.PathLike):
+    """Import a `train_<algo>.py` file as a module (its `Args`, `PRESETS`, `build`), without running its `main`."""
+    import importlib.util
+
+    path = pathlib.Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"no script {path}")
+    name = f"offrl_script_{path.stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module

@@ -43,11 +43,6 @@ D4RL_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
 }
 
 
-def ogbench_score(success_rate: float) -> float:
-    """OGBench score: the success rate (in [0, 1]) in percent."""
-    return 100.0 * success_rate
-
-
 def normalized_score(
     returns: float | Sequence[float] | np.ndarray, ref_min: float, ref_max: float
 ) -> float | np.ndarray:

@@ -3,14 +3,16 @@
     python -m offrl.sweep --algos fql iql --envs cube-single-play-singletask-task1-v0 --seeds 0 1 2 \\
         --grid alpha=100,300 -- --total-steps 200000
 
-Each job is one `train_<algo>.py` run with the domain's recommended hyperparameters (`offrl.hparams`), then the grid
-values, then the flags after `--` (given to every job). A job's run directory is fixed by what identifies it,
+Each job is one `train_<algo>.py` run (any such script in --scripts-dir, a copied and renamed one too). The script
+applies its own per-domain presets (its `PRESETS` table, which the sweep reads to show and record them); the grid
+values and the flags after `--` (given to every job) are command-line flags, so they win over the presets. A job's
+run directory is fixed by what identifies it,
 `<root>/<env>/<algo>[/<grid values>]/seed<k>`, and the sweep decides from it what to do:
     results.json says finished               skip (a rerun of the sweep starts no job)
     interrupted or killed, checkpoint saved  resume from the checkpoint (`--resume`), nothing repeated
     no checkpoint yet                         start again (the old folder is kept under <root>/.superseded)
     failed (NaN losses)                       skip and report, unless --retry-failed
-    another sweep is running it               skip (a lock file in the run directory)
+    a process is training in it               skip (the lock the run itself holds in its directory)
 Missing datasets are downloaded or generated once, before any job starts, never by concurrent jobs.
 
 Executors:
@@ -30,6 +32,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import itertools
 import json
 import os
@@ -42,11 +45,10 @@ import sys
 import time
 from typing import Any
 
-from offrl import hparams
+from offrl.runs import LOCK_NAME, apply_presets, import_script
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXECUTORS = ("local", "submitit-local", "slurm")
-LOCK_NAME = ".sweep.lock"
 JOB_RECORD = "sweep_job.json"
 
 
@@ -60,6 +62,8 @@ class Job:
     grid: dict[str, str]
     run_dir: str
     flags: list[str]
+    presets: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """the script's presets this job's run will apply (those no flag overrides): shown and recorded only"""
 
     @property
     def name(self) -> str:
@@ -103,6 +107,17 @@ def _grid_flags(grid: dict[str, str]) -> list[str]:
     return flags
 
 
+@functools.cache
+def script_presets(scripts_dir: str, algo: str) -> tuple:
+    """The `PRESETS` of `<scripts_dir>/train_<algo>.py` (empty if it has none)."""
+    return tuple(getattr(import_script(pathlib.Path(scripts_dir) / f"train_{algo}.py"), "PRESETS", ()))
+
+
+def available_scripts(scripts_dir: str | os.PathLike) -> list[str]:
+    """The algorithms of every `train_<algo>.py` in `scripts_dir`."""
+    return sorted(p.stem.removeprefix("train_") for p in pathlib.Path(scripts_dir).glob("train_*.py"))
+
+
 def build_jobs(
     algos: list[str],
     envs: list[str],
@@ -110,23 +125,26 @@ def build_jobs(
     grid: list[dict[str, str]],
     root: pathlib.Path,
     common_flags: list[str],
+    scripts_dir: str | os.PathLike = REPO_ROOT,
 ) -> list[Job]:
-    """Every (algo, env, grid point, seed) as a Job, with recommended < grid < common flags."""
+    """Every (algo, env, grid point, seed) as a Job; its run applies the script's presets, then the grid values, then
+    the common flags (the flags win)."""
     explicit = _fields_set_by(common_flags)
     jobs = []
     for algo, env_name, point, seed in itertools.product(algos, envs, grid, seeds):
         clash = explicit & set(point)
         if clash:
             raise ValueError(f"{sorted(clash)} set both by --grid and by the flags after '--'")
-        recommended = {k: v for k, v in hparams.recommended(algo, env_name).items() if k not in explicit | set(point)}
+        presets = {}
+        if "no_presets" not in explicit:
+            chosen = apply_presets(script_presets(str(scripts_dir), algo), env_name)
+            presets = {k: v for k, (v, _) in chosen.items() if k not in explicit | set(point)}
         variant = ",".join(f"{k}={v.replace(' ', '-')}" for k, v in point.items())
         run_dir = root / _safe(env_name) / algo / _safe(variant) / f"seed{seed}" if variant else None
         run_dir = run_dir or root / _safe(env_name) / algo / f"seed{seed}"
-        flags = [
-            "--env-name", env_name, "--seed", str(seed), "--run-dir", str(run_dir),
-            *hparams.to_flags(recommended), *_grid_flags(point), *common_flags,
-        ]  # fmt: skip
-        jobs.append(Job(algo, env_name, seed, dict(point), str(run_dir), flags))
+        flags = ["--env-name", env_name, "--seed", str(seed), "--run-dir", str(run_dir), *_grid_flags(point),
+                 *common_flags]  # fmt: skip
+        jobs.append(Job(algo, env_name, seed, dict(point), str(run_dir), flags, presets))
     return jobs
 
 
@@ -176,27 +194,25 @@ def _set_aside(run_dir: pathlib.Path, root: pathlib.Path) -> pathlib.Path:
 def run_job(job: Job, scripts_dir: str, env: dict[str, str]) -> dict[str, Any]:
     """Run one job to its end in a subprocess (resuming it if it has a checkpoint); returns its outcome.
 
-    Holds the run directory's lock while it runs, so a second sweep over the same root skips the job.
+    The job's run holds the lock of its run directory for its whole life, so a second sweep over the same root sees
+    it running and skips it (and a job started twice stops at once, saying so).
     """
     run_dir = pathlib.Path(job.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with open(run_dir / LOCK_NAME, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return {"job": job.name, "state": "locked", "returncode": None, "seconds": 0.0}
-        state = _state_from_files(run_dir)
-        if state in ("done", "failed"):
-            return {"job": job.name, "state": state, "returncode": 0, "seconds": 0.0}
-        command = [sys.executable, str(pathlib.Path(scripts_dir) / f"train_{job.algo}.py"), *job.flags]
-        if state == "resume":
-            command += ["--resume", str(run_dir)]
-        (run_dir / JOB_RECORD).write_text(json.dumps({**dataclasses.asdict(job), "command": command}, indent=2))
-        with open(run_dir / "sweep.log", "a") as log:
-            log.write(f"\n$ {shlex.join(command)}\n")
-            log.flush()
-            returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
+    if _is_locked(run_dir):
+        return {"job": job.name, "state": "locked", "returncode": None, "seconds": 0.0}
+    state = _state_from_files(run_dir)
+    if state in ("done", "failed"):
+        return {"job": job.name, "state": state, "returncode": 0, "seconds": 0.0}
+    command = [sys.executable, str(pathlib.Path(scripts_dir) / f"train_{job.algo}.py"), *job.flags]
+    if state == "resume":
+        command += ["--resume", str(run_dir)]
+    (run_dir / JOB_RECORD).write_text(json.dumps({**dataclasses.asdict(job), "command": command}, indent=2))
+    with open(run_dir / "sweep.log", "a") as log:
+        log.write(f"\n$ {shlex.join(command)}\n")
+        log.flush()
+        returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
     outcome = _state_from_files(run_dir)
     return {"job": job.name, "state": outcome, "returncode": returncode, "seconds": time.perf_counter() - start}
 
@@ -289,7 +305,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         epilog="example: python -m offrl.sweep --algos fql iql --envs cube-single-play-singletask-task1-v0 "
         "--seeds 0 1 2 -- --total-steps 200000",
     )
-    parser.add_argument("--algos", nargs="+", choices=hparams.ALGOS, required=True, help="algorithms to run")
+    parser.add_argument(
+        "--algos", nargs="+", required=True,
+        help="algorithms to run: the <algo> of any train_<algo>.py in --scripts-dir (fql, iql, sacbc, fan, idql, ...)",
+    )  # fmt: skip
     parser.add_argument("--envs", nargs="+", required=True, help="OGBench single-task names or Minari ids")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default: 0)")
     parser.add_argument(
@@ -337,9 +356,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error("--readme needs --report")
     missing = [a for a in args.algos if not (pathlib.Path(args.scripts_dir) / f"train_{a}.py").is_file()]
     if missing:
+        there = ", ".join(available_scripts(args.scripts_dir)) or "none"
         parser.error(
-            f"train_{missing[0]}.py is not in {args.scripts_dir}: run the sweep from a clone of the repository "
-            "(pip install -e .) or pass --scripts-dir"
+            f"train_{missing[0]}.py is not in {args.scripts_dir} (scripts there: {there}); run the sweep from a clone "
+            "of the repository (pip install -e .) or pass --scripts-dir"
         )
     dataset_flags = []
     if args.dataset_dir:
@@ -409,7 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     args, common_flags = parse_args(argv)
     root = pathlib.Path(args.root)
     try:
-        jobs = build_jobs(args.algos, args.envs, args.seeds, parse_grid(args.grid), root, common_flags)
+        jobs = build_jobs(
+            args.algos, args.envs, args.seeds, parse_grid(args.grid), root, common_flags, args.scripts_dir
+        )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -430,7 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     todo = [job for job in jobs if states[job.run_dir] in ("new", "resume", "restart")]
     if args.dry_run:
         for job in jobs:
-            print(f"  {states[job.run_dir]:>7}  train_{job.algo}.py {shlex.join(job.flags)}")
+            presets = " ".join(f"{k}={v}" for k, v in job.presets.items())
+            print(
+                f"  {states[job.run_dir]:>7}  train_{job.algo}.py {shlex.join(job.flags)}"
+                + (f"   (presets: {presets})" if presets else "")
+            )
         return 0
     _record(root, argv, jobs)
     if todo:

@@ -152,3 +152,20 @@ class ValueOf(nn.Module):
 
     def forward(self, obs):
         return obs[:, :1] + self.offset
+
+
+def random_data(obs_dim: int, action_dim: int, size: int = 32, val: bool = True):
+    """An `OfflineDataset` of `size` random transitions (no environment): what `build()` needs to make an agent."""
+    from offrl.datasets import OfflineDataset
+
+    def split(n):
+        return {
+            "observations": torch.randn(n, obs_dim),
+            "actions": torch.rand(n, action_dim) * 2 - 1,
+            "rewards": -torch.rand(n),
+            "next_observations": torch.randn(n, obs_dim),
+            "masks": torch.ones(n),
+            "terminals": torch.zeros(n),
+        }
+
+    return OfflineDataset("random", "test", split(size), split(size) if val else None, make_env=None)

@@ -6,9 +6,8 @@ from torch import nn
 
 import train_fan
 from offrl.losses import expectile_loss
-from tests.helpers import Constant, hand_batch
+from tests.helpers import Constant, hand_batch, random_data
 
-TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2"]
 S, A = 1, 2  # hand cases: one observation feature, two action dimensions
 
 
@@ -136,7 +135,7 @@ def test_actor_loss_terms_and_gradients():
 
 def test_real_networks_shapes():
     args = train_fan.Args(hidden_dims=(16, 16))
-    nets = train_fan.build_networks(5, 3, args, torch.device("cpu"))
+    nets = train_fan.build(args, random_data(5, 3), torch.device("cpu")).nets
     obs = torch.randn(7, 5)
     assert nets["critic"](torch.randn(7, 5 + 3 + 3)).shape == (2, 7, 1)
     assert nets["z"](torch.randn(7, 5 + 3)).shape == (2, 7, 1)

@@ -6,9 +6,7 @@ from torch import nn
 
 import train_fql
 from offrl.networks import EnsembleLayerNorm
-from tests.helpers import hand_batch
-
-TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2"]
+from tests.helpers import hand_batch, random_data
 
 
 class TimeVelocity(nn.Module):
@@ -126,7 +124,7 @@ def train_fql_target(batch, nets):
 
 def test_real_networks_shapes():
     args = train_fql.Args(hidden_dims=(16, 16))
-    nets = train_fql.build_networks(5, 3, args, torch.device("cpu"))
+    nets = train_fql.build(args, random_data(5, 3), torch.device("cpu")).nets
     for name in ("flow", "actor"):  # no LayerNorm in the actors by default; the critics have it
         assert not any(isinstance(m, nn.LayerNorm) for m in nets[name].modules()), name
     assert any(isinstance(m, EnsembleLayerNorm) for m in nets["critic"].modules())

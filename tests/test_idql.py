@@ -11,7 +11,7 @@ from torch import nn
 
 import train_idql
 from offrl.diffusion import ddpm_schedule, noise_prediction_loss, sample_actions, vp_beta_schedule
-from tests.helpers import Constant, ValueOf, read_scalars, run_script, value_hand_batch
+from tests.helpers import Constant, ValueOf, random_data, read_scalars, run_script, value_hand_batch
 
 TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2",
         "--num-candidates", "4", "--denoiser-hidden-dim", "32", "--denoiser-time-dim", "16"]  # fmt: skip
@@ -91,7 +91,7 @@ def test_idql_gradients_go_where_they_should():
 
 def test_real_networks_gradients():
     args = train_idql.Args(hidden_dims=(8,), denoiser_hidden_dim=8, denoiser_time_dim=4)
-    nets = train_idql.build_networks(2, 1, args, torch.device("cpu"))
+    nets = train_idql.build(args, random_data(2, 1), torch.device("cpu")).nets
     assert not nets["ema_denoiser"].training and nets["denoiser"].training
     loss, _ = train_idql.idql_losses(value_hand_batch(), nets, SCHEDULE, args)
     loss.backward()

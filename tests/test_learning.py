@@ -13,6 +13,8 @@ import pytest
 from tests import toy_task
 from tests.helpers import run_script
 
+pytestmark = pytest.mark.slow  # minutes each: `python -m pytest -m "not slow"` leaves them out
+
 SMALL = ["--hidden-dims", "64", "64", "--batch-size", "256", "--eval-episodes", "100", "--eval-envs", "10",
          "--log-every", "500", "--save-every", "100000", "--no-compile"]  # fmt: skip
 

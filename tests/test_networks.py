@@ -93,7 +93,7 @@ def test_ensemble_has_no_python_loop_over_members():
 def test_gaussian_actor_log_prob_matches_torch_distributions():
     torch.manual_seed(0)
     obs, actions = torch.randn(5, 7), torch.rand(5, 3) * 1.8 - 0.9
-    for std in ("constant", "learned", "state"):
+    for std in ("constant", "state"):
         actor = GaussianActor(7, 3, (32, 32), tanh_squash=False, std=std)
         mean, log_std = actor(obs)
         expected = torch.distributions.Normal(mean, log_std.exp()).log_prob(actions).sum(-1)
@@ -113,8 +113,8 @@ def test_gaussian_actor_sample_mode_and_std_kinds():
     actions, log_prob = constant.sample(obs)
     assert actions.shape == (4096, 2) and log_prob.shape == (4096,)
     assert (actions - constant.mode(obs)).std().item() == pytest.approx(1.0, rel=0.05)
-    learned = GaussianActor(7, 2, (16,), std="learned")
-    assert any(p is learned.log_std for p in learned.parameters())
+    with pytest.raises(ValueError, match="'constant' or 'state'"):
+        GaussianActor(7, 2, (16,), std="learned")
     squashed = GaussianActor(7, 2, (16,), tanh_squash=True, std="state")
     actions, log_prob = squashed.sample(obs)
     assert actions.abs().max() <= 1.0

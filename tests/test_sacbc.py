@@ -7,9 +7,7 @@ import torch
 from torch import nn
 
 import train_sacbc
-from tests.helpers import Constant, hand_batch
-
-TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2"]
+from tests.helpers import Constant, hand_batch, random_data
 
 
 def test_critic_target_is_mean_of_target_qs_with_masks():
@@ -102,7 +100,7 @@ def test_sacbc_gradients_go_where_they_should():
 
 def test_real_networks_shapes_and_init():
     args = train_sacbc.Args(hidden_dims=(16, 16))
-    nets = train_sacbc.build_networks(5, 3, args, torch.device("cpu"))
+    nets = train_sacbc.build(args, random_data(5, 3), torch.device("cpu")).nets
     assert nets["log_temperature"].log_value.item() == pytest.approx(math.log(1.0))
     obs = torch.randn(7, 5)
     actions, log_prob = nets["actor"].sample(obs)

@@ -3,13 +3,7 @@
 import numpy as np
 import pytest
 
-from offrl.scores import D4RL_REFERENCE_SCORES, normalized_score, ogbench_score, reference_scores
-
-
-def test_ogbench_score_is_percent():
-    assert ogbench_score(0.0) == 0.0
-    assert ogbench_score(0.84) == pytest.approx(84.0)
-    assert ogbench_score(1.0) == 100.0
+from offrl.scores import D4RL_REFERENCE_SCORES, normalized_score, reference_scores
 
 
 def test_normalized_score_by_hand():

@@ -1,4 +1,4 @@
-"""offrl.sweep and offrl.hparams: job lists, recommended hyperparameters, and tiny sweeps run for real.
+"""offrl.sweep: job lists (with the scripts' presets), and tiny sweeps run for real.
 
 The tiny sweeps (2 algorithms x 1 env x 2 seeds, 40 steps, CPU) go through the local process path and through
 submitit's local executor; a rerun must start no job, an interrupted run must be resumed, a failed one skipped.
@@ -10,7 +10,7 @@ import pathlib
 
 import pytest
 
-from offrl import hparams, report, sweep
+from offrl import report, sweep
 
 ENV = "test/pendulum/random-v0"
 TINY = ["--total-steps", "40", "--eval-every", "20", "--log-every", "20", "--save-every", "20", "--eval-episodes", "2",
@@ -24,51 +24,6 @@ def sweep_args(root, minari_dir, *extra: str) -> list[str]:
 
 def results_of(root: pathlib.Path) -> dict[str, dict]:
     return {str(p.parent.relative_to(root)): json.loads(p.read_text()) for p in sorted(root.rglob("results.json"))}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Recommended hyperparameters
-
-
-def test_recommended_hyperparameters_follow_the_domain():
-    assert hparams.recommended("fql", "puzzle-3x3-play-singletask-task4-v0") == {"alpha": 1000.0}
-    assert hparams.recommended("fql", "cube-double-play-singletask-task2-v0") == {"alpha": 300.0}
-    assert hparams.recommended("fql", "antsoccer-arena-navigate-singletask-task1-v0") == {
-        "discount": 0.995, "alpha": 10.0}  # fmt: skip
-    assert hparams.recommended("fql", "antmaze-giant-navigate-singletask-v0") == {
-        "discount": 0.995, "alpha": 10.0, "q_agg": "min"}  # fmt: skip
-    assert hparams.recommended("fql", "D4RL/pen/expert-v2") == {"q_agg": "min", "alpha": 3000.0, "total_steps": 500000}
-    assert hparams.recommended("fan", "scene-play-singletask-task2-v0") == {"alpha1": 100.0, "alpha2": 3.0}
-    assert hparams.recommended("fan", "D4RL/antmaze/large-play-v1") == {
-        "discount": 0.99, "alpha1": 3.0, "alpha2": 0.03, "z_agg": "min", "total_steps": 500000}  # fmt: skip
-    assert hparams.recommended("iql", "mujoco/hopper/medium-v0") == {
-        "expectile": 0.7, "alpha": 3.0, "actor_cosine_decay": True}  # fmt: skip
-    assert hparams.recommended("idql", "D4RL/antmaze/medium-play-v1") == {"expectile": 0.9, "num_candidates": 32}
-    assert hparams.recommended("sacbc", "antsoccer-arena-navigate-singletask-task1-v0") == {
-        "discount": 0.995, "alpha": 3.0}  # fmt: skip
-    assert hparams.recommended("iql", "some-unknown-env") == {}
-    with pytest.raises(ValueError, match="unknown algorithm"):
-        hparams.recommended("td3", "scene-play-singletask-v0")
-
-
-def test_every_recommended_field_is_a_field_of_its_script():
-    import importlib
-
-    for algo in hparams.ALGOS:
-        fields = set(importlib.import_module(f"train_{algo}").Args.__dataclass_fields__)
-        for rule in hparams.RULES:
-            if algo in rule.algos:
-                assert set(rule.values) <= fields, (algo, rule)
-
-
-def test_domains_and_flags():
-    assert hparams.domain_of("cube-single-play-singletask-task1-v0") == "cube-single"
-    assert hparams.domain_of("puzzle-3x3-play-singletask-v0") == "puzzle-3x3"
-    assert hparams.domain_of("antsoccer-arena-navigate-singletask-task4-v0") == "antsoccer-arena"
-    assert hparams.domain_of("D4RL/antmaze/medium-play-v1") == "D4RL/antmaze"
-    flags = hparams.to_flags({"q_agg": "min", "layer_norm": False, "compile": True, "hidden_dims": (8, 8)})
-    assert flags == ["--q-agg", "min", "--no-layer-norm", "--compile", "--hidden-dims", "8", "8"]
-    assert hparams.main(["fql", "puzzle-4x4-play-singletask-task1-v0"]) == 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -86,12 +41,14 @@ def test_grid_is_a_cross_product_and_overrides_the_recommended_values(tmp_path):
         tmp_path / "puzzle-3x3-play-singletask-task4-v0" / "fql" / "alpha=100,q_agg=mean" / "seed0"
     )
     assert first.flags.count("--alpha") == 1 and first.flags[first.flags.index("--alpha") + 1] == "100"
-    assert first.flags[-2:] == ["--lr", "1e-4"]
-    # without a grid, the recommended alpha; flags after '--' win over it
+    assert first.flags[-2:] == ["--lr", "1e-4"] and first.presets == {}  # the grid sets alpha
+    # without a grid the script applies its preset alpha itself (the sweep only records it); a flag wins over it
     (plain,) = sweep.build_jobs(["fql"], ["puzzle-3x3-play-singletask-task4-v0"], [0], [{}], tmp_path, [])
-    assert plain.flags[plain.flags.index("--alpha") + 1] == "1000.0"
+    assert "--alpha" not in plain.flags and plain.presets == {"alpha": 1000.0}
     (own,) = sweep.build_jobs(["fql"], ["puzzle-3x3-play-singletask-task4-v0"], [0], [{}], tmp_path, ["--alpha", "5"])
-    assert own.flags.count("--alpha") == 1 and own.flags[-2:] == ["--alpha", "5"]
+    assert own.flags.count("--alpha") == 1 and own.flags[-2:] == ["--alpha", "5"] and own.presets == {}
+    (off,) = sweep.build_jobs(["fql"], ["puzzle-3x3-play-singletask-task4-v0"], [0], [{}], tmp_path, ["--no-presets"])
+    assert off.presets == {}
     with pytest.raises(ValueError, match="both"):
         sweep.build_jobs(["fql"], ["scene-play-singletask-v0"], [0], [{"alpha": "1"}], tmp_path, ["--alpha", "2"])
     for bad in (["alpha"], ["alpha="], ["alpha=1", "alpha=2"]):
@@ -102,7 +59,7 @@ def test_grid_is_a_cross_product_and_overrides_the_recommended_values(tmp_path):
 def test_bad_sweep_input_is_explained(tmp_path, capsys):
     with pytest.raises(SystemExit):
         sweep.main(["--algos", "td3", "--envs", ENV])
-    assert "invalid choice" in capsys.readouterr().err
+    assert "train_td3.py is not in" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         sweep.main(["--algos", "iql", "--envs", ENV, "--jobs", "0"])
     assert "--jobs must be at least 1" in capsys.readouterr().err

@@ -1,0 +1,256 @@
+"""The run bookkeeping every script shares (`offrl.runs.Run`), driven through a script as a user runs it.
+
+Resume in the directory given, what a resume may change, one run per directory, TensorBoard after a resume, stale
+checkpoint temporaries, the throughput of a run stopped early, signals before training, the NaN message, and
+one-line errors for an unwritable run directory, a full disk and empty layer widths. Most use train_iql.py, the
+fastest script; the bookkeeping is the same for all five.
+"""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers import REPO_ROOT, run_script
+
+TINY = ["--hidden-dims", "16", "16", "--batch-size", "32", "--eval-episodes", "2", "--eval-envs", "2", "--no-compile"]
+
+
+def pendulum(minari_dir, *args: str) -> list[str]:
+    return ["--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), *TINY, *args]
+
+
+def ten_then(minari_dir, run_dir, *args: str) -> list[str]:
+    """A 10-step run (evaluation, checkpoint at 10, logs every 5) into `run_dir`; returns the flags to continue it."""
+    common = pendulum(minari_dir, "--eval-every", "10", "--log-every", "5", "--save-every", "10", *args)
+    run_script("train_iql.py", *common, "--total-steps", "10", "--run-dir", str(run_dir))
+    return common
+
+
+def results(run_dir) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def tensorboard_scalars(run_dir) -> dict[str, list[int]]:
+    """The steps of each scalar as TensorBoard shows them: one reader over the whole directory, which honours the
+    purge markers a resumed run writes (events of the interrupted process after the resumed step are dropped)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    return {tag: [e.step for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
+def assert_one_line_error(result, *phrases: str) -> None:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    for phrase in phrases:
+        assert phrase in result.stderr, (phrase, result.stderr)
+
+
+def test_resume_continues_in_the_directory_given(minari_dir, tmp_path):
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    common = ten_then(minari_dir, first)
+    shutil.move(first, moved)  # a copied or moved run (or a relative run dir resumed from elsewhere)
+    run_script("train_iql.py", *common, "--total-steps", "20", "--resume", str(moved))
+    assert not first.exists()
+    assert results(moved)["status"] == "finished" and [e["step"] for e in results(moved)["evals"]] == [0, 10, 20]
+
+
+def test_a_resume_keeps_the_run_identity_and_records_other_changes(minari_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    common = ten_then(minari_dir, run_dir)
+    before = (run_dir / "results.json").read_bytes()
+    for flags in (["--seed", "1"], ["--env-name", "test/other-v0"], ["--hidden-dims", "32", "32"]):
+        result = run_script("train_iql.py", *common, *flags, "--resume", str(run_dir), check=False)
+        assert_one_line_error(result, "error:", "a resumed run keeps its", flags[0])
+        assert (run_dir / "results.json").read_bytes() == before  # nothing written
+    # only --resume: the run's own settings continue it (here to its end, nothing left to do)
+    assert run_script("train_iql.py", "--resume", str(run_dir)).returncode == 0
+    result = run_script("train_iql.py", *common, "--lr", "1e-4", "--total-steps", "20", "--resume", str(run_dir))
+    assert "warning" in result.stderr and "--lr 0.0003 -> 0.0001" in result.stderr
+    done = results(run_dir)
+    assert done["status"] == "finished" and done["args"]["lr"] == 1e-4
+    assert done["segments"][0] == {"start_step": 0, "changed": {}}
+    assert done["segments"][-1] == {"start_step": 10, "changed": {"lr": [3e-4, 1e-4], "total_steps": [10, 20]}}
+
+
+def test_a_run_directory_holds_one_run(minari_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    common = ten_then(minari_dir, run_dir)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    result = run_script("train_iql.py", *common, "--total-steps", "10", "--run-dir", str(run_dir), check=False)
+    assert_one_line_error(result, "already holds a run (finished)", "pick another --run-dir")
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+    # a run in progress: a second process into its directory stops at once
+    busy = tmp_path / "busy"
+    process = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "train_iql.py"), *pendulum(minari_dir), "--total-steps", "1000000",
+         "--eval-every", "500000", "--log-every", "100", "--save-every", "50", "--run-dir", str(busy)],
+        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while not (busy / "checkpoint.pt").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        for flags in ([], ["--resume", str(busy)]):
+            second = run_script("train_iql.py", *pendulum(minari_dir), "--run-dir", str(busy), *flags, check=False)
+            assert_one_line_error(second, "holds a run in progress")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    assert results(busy)["status"] == "interrupted"
+
+
+def test_tensorboard_keeps_the_checkpoint_steps_points_after_a_resume(minari_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    common = ten_then(minari_dir, run_dir)
+    run_script("train_iql.py", *common, "--total-steps", "20", "--resume", str(run_dir))
+    scalars = tensorboard_scalars(run_dir)
+    assert scalars["loss/critic"] == [5, 10, 15, 20]
+    assert scalars["eval/return"] == [0, 10, 20]
+
+
+def test_stale_checkpoint_temporaries_are_cleaned_on_the_next_save(minari_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    common = ten_then(minari_dir, run_dir)
+    stale = run_dir / ".checkpoint.pt.k1ll3d.tmp"  # what a save killed half-way leaves
+    stale.write_bytes(b"partial")
+    run_script("train_iql.py", *common, "--total-steps", "20", "--resume", str(run_dir))
+    assert not list(run_dir.glob(".checkpoint.pt.*.tmp"))
+
+
+def start(script_args: list[str], script: str = "train_iql.py") -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / script), *script_args],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_for(process: subprocess.Popen, path, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while not path.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert path.exists(), process.communicate(timeout=60)
+
+
+def test_throughput_of_a_run_stopped_before_its_first_log(minari_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    process = start(pendulum(minari_dir, "--total-steps", "1000000", "--eval-every", "500000", "--log-every",
+                             "500000", "--save-every", "500000", "--run-dir", str(run_dir)))  # fmt: skip
+    wait_for(process, run_dir / "results.json")
+    time.sleep(3.0)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM
+    done = results(run_dir)
+    assert done["status"] == "interrupted" and done["final_step"] > 10
+    # tiny networks on a CPU: tens to a few thousand updates per second, never 1e12
+    assert 1.0 < done["train_steps_per_second"] < 1e5, done["train_steps_per_second"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_the_first_evaluation_exits_cleanly(minari_dir, tmp_path, signum):
+    run_dir = tmp_path / "run"
+    process = start(pendulum(minari_dir, "--eval-episodes", "100000", "--eval-envs", "1", "--run-dir", str(run_dir)))
+    wait_for(process, run_dir / "results.json")  # written as the run starts, before the step-0 evaluation
+    time.sleep(1.0)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, (stdout, stderr)
+    assert "Traceback" not in stderr and "interrupted during the evaluation at step 0" in stdout
+    assert not (run_dir / "results.json").exists()  # nothing trained, nothing kept: the same command starts again
+
+
+def test_a_signal_during_data_generation_exits_cleanly(tmp_path):
+    process = start(["--dataset-dir", str(tmp_path / "data"), "--generate-episodes", "500", "--run-dir",
+                     str(tmp_path / "run"), *TINY])  # fmt: skip
+    deadline = time.time() + 60
+    while not list((tmp_path / "data").rglob("*")) and time.time() < deadline:  # the generated/ folder appears
+        time.sleep(0.1)
+    time.sleep(3.0)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, (stdout, stderr)
+    assert "Traceback" not in stderr and "interrupted while loading the dataset" in stderr
+    assert not list((tmp_path / "data").rglob("*.npz"))  # no half-written dataset
+
+
+def test_the_nan_message_claims_a_checkpoint_only_when_there_is_one(minari_dir, tmp_path):
+    flags = ["--total-steps", "200", "--eval-every", "1000", "--log-every", "10", "--save-every", "1000", "--lr",
+             "1e12", "--no-layer-norm"]  # fmt: skip
+    result = run_script("train_iql.py", *pendulum(minari_dir, *flags, "--run-dir", str(tmp_path / "a")), check=False)
+    assert_one_line_error(result, "between steps", "no checkpoint had been saved yet")
+    assert "checkpoint saved before it is kept" not in result.stderr
+    # with a checkpoint at step 10, the same blow-up after a resume keeps it
+    run_dir = tmp_path / "b"
+    common = ten_then(minari_dir, run_dir, "--no-layer-norm")
+    result = run_script("train_iql.py", *common, "--total-steps", "200", "--lr", "1e12", "--save-every", "1000",
+                        "--log-every", "10", "--resume", str(run_dir), check=False)  # fmt: skip
+    assert_one_line_error(result, "between steps", "the checkpoint of step 10 is kept")
+    import torch
+
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"] == 10
+    assert results(run_dir)["status"] == "failed"
+
+
+def test_an_unwritable_run_directory_is_one_line(minari_dir, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run_script("train_iql.py", *pendulum(minari_dir, "--run-dir", str(blocker / "run")), check=False)
+    assert_one_line_error(result, "cannot write to the run directory")
+
+
+def test_empty_hidden_dims_is_one_line(minari_dir, tmp_path):
+    result = run_script("train_iql.py", *pendulum(minari_dir, "--hidden-dims", "--run-dir", str(tmp_path)), check=False)
+    assert_one_line_error(result, "--hidden-dims needs one or more positive layer widths")
+
+
+FULL_DISK = """
+import errno, runpy, sys, torch
+saves = [0]
+def save(*args, **kwargs):
+    saves[0] += 1
+    raise OSError(errno.ENOSPC, "No space left on device")
+torch.save = save
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_a_full_disk_while_saving_is_one_line_and_not_left_running(minari_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(REPO_ROOT / "train_iql.py"),
+         *pendulum(minari_dir, "--total-steps", "10", "--eval-every", "10", "--run-dir", str(run_dir))],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert_one_line_error(result, "No space left on device")
+    assert results(run_dir)["status"] == "failed"
+
+
+def test_a_copied_script_runs_and_sweeps_under_its_own_name(minari_dir, tmp_path):
+    from offrl import sweep
+
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    shutil.copy(REPO_ROOT / "train_fql.py", scripts / "train_myfql.py")
+    result = subprocess.run(
+        [sys.executable, str(scripts / "train_myfql.py"), *pendulum(minari_dir, "--total-steps", "4", "--eval-every",
+         "4", "--eval-episodes", "1", "--eval-envs", "1")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert "__myfql__0__" in run_dir.name and results(run_dir)["algo"] == "myfql"
+    root = tmp_path / "sweep"
+    code = sweep.main(["--algos", "myfql", "--envs", "test/pendulum/random-v0", "--root", str(root), "--scripts-dir",
+                       str(scripts), "--dataset-dir", str(minari_dir), "--jobs", "1", "--", *TINY, "--total-steps",
+                       "4", "--eval-every", "4", "--eval-episodes", "1", "--eval-envs", "1"])  # fmt: skip
+    assert code == 0
+    swept = root / "test-pendulum-random-v0" / "myfql" / "seed0"
+    assert results(swept)["algo"] == "myfql" and results(swept)["status"] == "finished"
