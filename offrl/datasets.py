@@ -182,6 +182,39 @@ def prepare_dataset(
 # OGBench
 
 
+def minari_id_for_d4rl(name: str) -> str | None:
+    """The Minari dataset that stands for a D4RL name, or None: 'hopper-medium-v2' -> 'mujoco/hopper/medium-v0'
+    (re-collected by Minari), 'antmaze-large-play-v2' -> 'D4RL/antmaze/large-play-v1', 'pen-human-v1' ->
+    'D4RL/pen/human-v2', 'kitchen-mixed-v0' -> 'D4RL/kitchen/mixed-v2', 'maze2d-umaze-v1' -> 'D4RL/pointmaze/umaze-v2'.
+    Minari's ports are not byte-identical to the D4RL files."""
+    match = re.fullmatch(r"(?P<env>[a-z0-9]+)-(?P<dataset>[a-z-]+)-v\d+", name)
+    if match is None:
+        return None
+    env, dataset = match["env"], match["dataset"]
+    if env in ("halfcheetah", "hopper", "walker2d", "ant"):
+        return f"mujoco/{env}/{dataset}-v0"
+    if env == "antmaze":
+        return f"D4RL/antmaze/{dataset}-v1"
+    if env in ("pen", "door", "hammer", "relocate", "kitchen"):
+        return f"D4RL/{env}/{dataset}-v2"
+    if env == "maze2d":
+        return f"D4RL/pointmaze/{dataset}-v2"
+    return None
+
+
+def _check_widths(data: dict[str, np.ndarray], env: gymnasium.Env, where: str) -> None:
+    """A dataset whose observations or actions do not fit its evaluation environment is refused now, naming it."""
+    obs_space = flatten_observation_env(env).observation_space
+    for key, space, what in (("observations", obs_space, "observation"), ("actions", env.action_space, "action")):
+        width, expected = int(np.asarray(data[key]).shape[1]), int(np.prod(space.shape))
+        if width != expected:
+            raise DatasetError(
+                f"{where}: its {key} have {width} columns, but the evaluation environment's {what} space has "
+                f"{expected} ({space}). The file is from another dataset or corrupt: delete it (and its -val file) "
+                "to download or regenerate it, or pass the right --env-name."
+            )
+
+
 def parse_ogbench_name(name: str) -> tuple[str, str]:
     """Split a single-task name into (dataset name, env id).
 
@@ -200,9 +233,8 @@ def parse_ogbench_name(name: str) -> tuple[str, str]:
                 f"agents (one fixed task, with rewards). Add 'singletask' and a task: e.g. "
                 f"'{stem}-singletask-task1-v0' (tasks 1-5), or '{stem}-singletask-v0' for the domain's default task."
             )
-        hint = ""
-        if re.fullmatch(r"(halfcheetah|hopper|walker2d|ant|antmaze|pen|hammer|door|relocate|kitchen).*-v\d", name):
-            hint = " D4RL datasets are served by Minari now: e.g. 'mujoco/halfcheetah/medium-v0'."
+        minari_id = minari_id_for_d4rl(name)
+        hint = f" D4RL datasets are served by Minari now: try '{minari_id}'." if minari_id else ""
         raise DatasetError(f"Unknown dataset name {name!r}.{hint}\n{_EXAMPLES}")
     domain, version = match["domain"], match["version"]
     env_id = f"{domain}-singletask{match['task'] or ''}-{version}"
@@ -346,6 +378,8 @@ def _load_ogbench(
 
     start = time.perf_counter()
     env, train, val = _load_npz_with_ogbench(name, train_path)
+    _check_widths(train, env, f"OGBench dataset file {train_path}")
+    _check_widths(val, env, f"OGBench dataset file {_val_path(train_path)}")
     mode = "none" if reward_mode == "auto" else reward_mode
     train_tensors, scale = _to_tensors(train, mode, device)
     val_tensors, _ = _to_tensors(val, mode, device, scale)
@@ -493,7 +527,10 @@ def _load_minari(
             f"`pip install gymnasium-robotics`."
         ) from error
     max_episode_steps = probe.spec.max_episode_steps if probe.spec else None
-    probe.close()
+    try:
+        _check_widths(transitions, probe, f"Minari dataset {name!r}")
+    finally:
+        probe.close()
     metadata = {
         "observation_dim": int(transitions["observations"].shape[1]),
         "action_dim": int(transitions["actions"].shape[1]),

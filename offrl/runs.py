@@ -39,10 +39,11 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import numpy as np
 import torch
+import tyro
 
 __all__ = [
     "Agent",
@@ -82,8 +83,10 @@ class RunArgs:
 
     env_name: str = "cube-single-play-singletask-task1-v0"
     """dataset: an OGBench single-task name or a Minari id (e.g. mujoco/hopper/medium-v0)"""
-    dataset_dir: str | None = None
-    """where datasets live (default: ~/.ogbench/data for OGBench, Minari's own folder for Minari)"""
+    dataset_dir: Annotated[
+        str | None, tyro.conf.arg(help_behavior_hint="(default: ~/.ogbench/data for OGBench, Minari's own for Minari)")
+    ] = None
+    """where datasets live"""
     generate_episodes: int | None = None
     """OGBench: train on a small locally generated set of this many episodes (quick runs) instead of the official"""
     presets: bool = True
@@ -109,8 +112,10 @@ class RunArgs:
     """compile the update with torch.compile"""
     cudagraphs: bool = False
     """replay the whole update as one CUDA graph, captured at its third call (CUDA only; ignored on CPU)"""
-    run_dir: str | None = None
-    """where this run writes (when not given: runs/<env>__<algo>__<seed>__<time>)"""
+    run_dir: Annotated[
+        str | None, tyro.conf.arg(help_behavior_hint="(default: runs/<env>__<algo>__<seed>__<time>)")
+    ] = None
+    """where this run writes"""
     save_every: int = 100_000
     """checkpoint every this many steps (and at the end)"""
     resume: str | None = None
@@ -211,8 +216,6 @@ def parse_args(
     with a warning and recorded. Checks that every count (`positive`, and the run's own) is at least 1 and that
     hidden layer widths are given. Errors are one-line `SystemExit`s.
     """
-    import tyro
-
     argv = list(sys.argv[1:] if argv is None else argv)
     plain = tyro.cli(args_type, args=argv)  # --help exits here, with the script's own defaults
     applied: dict[str, dict[str, Any]] = {}
@@ -345,10 +348,10 @@ def compile_update(
         warnings.warn(f"--cudagraphs needs a CUDA device; ignored on {device.type}", stacklevel=2)
         cudagraphs = False
     if enabled:
-        # On CPU, random numbers come from ATen's generator rather than Inductor's: Inductor's CPU random kernels are
-        # slower than ATen's (IDQL's dropout masks took 2x as long), and compiled draws then match eager ones.
-        options = {"fallback_random": True} if device.type == "cpu" else None
-        fn = torch.compile(fn, dynamic=False, options=options)
+        # Random numbers come from Inductor's own generator: the same distributions as eager, not the same numbers.
+        # ATen's generator (`fallback_random`) would match eager draws, but with it torch 2.13 merged identical
+        # `randn_like` calls into one tensor (FQL's three noises became one): tests/test_runs.py checks they differ.
+        fn = torch.compile(fn, dynamic=False)
     return CUDAGraphed(fn, name=name) if cudagraphs else fn
 
 
@@ -535,11 +538,13 @@ class StopRequest:
     The training loop checks `stop.requested` once per step (a Python attribute, no device sync), saves a checkpoint
     and `results.json`, and exits. Inside `with stop.at_once():` (work that has no step to stop at: loading or
     generating the dataset, the evaluation before training) a signal raises `Interrupted` right away. A second signal
-    while stopping interrupts immediately (`KeyboardInterrupt`).
+    before the stop is reached (e.g. during a long evaluation) interrupts at once (`KeyboardInterrupt`); while the
+    final checkpoint is written (`saving`), further signals are ignored, so that checkpoint is never lost.
     """
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.saving = False  # while the last checkpoint is written, further signals wait for it
         self._at_once = False
         self._previous: dict[int, Any] = {}
 
@@ -551,9 +556,9 @@ class StopRequest:
         if self._at_once:
             self.signal = signum
             raise Interrupted(signum)
-        if self.signal is not None:  # second Ctrl-C: give up on saving
+        if self.signal is not None and not self.saving:  # second Ctrl-C: give up on what the run is doing
             raise KeyboardInterrupt
-        self.signal = signum
+        self.signal = self.signal or signum
 
     def at_once(self) -> _AtOnce:
         """A context in which a signal raises `Interrupted` at once."""
@@ -649,6 +654,25 @@ def load_checkpoint(path: str | os.PathLike, objects: Mapping[str, Any], device:
     return payload
 
 
+STOP_WITH_PARENT = "OFFRL_STOP_WITH_PARENT"
+"""Environment variable `offrl.sweep` sets to its process id for the jobs it starts (see `_stop_with_parent`)."""
+
+
+def _stop_with_parent() -> None:
+    """Under `offrl.sweep` (`OFFRL_STOP_WITH_PARENT` set to the sweep's pid): ask Linux to send this process SIGTERM
+    when the sweep dies, however it dies (`PR_SET_PDEATHSIG`), so a killed sweep leaves no job training on: each one
+    saves its checkpoint and exits, and a rerun of the sweep resumes it. Elsewhere (no variable, not Linux): nothing."""
+    parent = os.environ.get(STOP_WITH_PARENT)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if str(os.getppid()) != parent:  # the sweep died before the request took effect
+        raise SystemExit(f"error: the sweep that started this job (pid {parent}) is gone; rerun the sweep.")
+
+
 def _read_status(run_dir: pathlib.Path) -> str | None:
     try:
         return json.loads((run_dir / "results.json").read_text()).get("status")
@@ -706,6 +730,7 @@ class Run:
     # Entering: the run directory, the signals, the dataset, the first lines
 
     def __enter__(self) -> Run:
+        _stop_with_parent()
         self._take_run_dir()
         self.stop.__enter__()
         try:
@@ -781,6 +806,7 @@ class Run:
         capture the update, are timed apart), the progress bar, and a stop requested by Ctrl-C/SIGTERM.
         """
         self.agent, args = agent, self.args
+        self._wall_start = time.perf_counter()  # wall times of the evaluations count from here (data loaded)
         fields: dict[str, Any] = {}
         if self.resuming:
             payload = load_checkpoint(args.resume, agent.state, self.device)
@@ -914,9 +940,10 @@ class Run:
         self.last_eval = self.logger.evaluation(
             step, result, wall_time=time.perf_counter() - self._wall_start, seconds=seconds
         )
-        if self._bar is not None:
-            score = self.last_eval["success"] if self.last_eval["success"] is not None else self.last_eval["return"]
-            self._bar.set_postfix(sps=f"{self.steps_per_second or 0:.0f}", score=f"{score:.3f}")
+        if self._bar is not None:  # the score the dataset family has: success, else normalized score, else return
+            name = next(k for k in ("success", "normalized_score", "return") if self.last_eval[k] is not None)
+            shown = {"normalized_score": "normalized"}.get(name, name)
+            self._bar.set_postfix({"sps": f"{self.steps_per_second or 0:.0f}", shown: f"{self.last_eval[name]:.3f}"})
         return self.last_eval
 
     def save(self, step: int) -> None:
@@ -944,10 +971,14 @@ class Run:
             if exc_type is None and self.stop.requested and self.step < self.args.total_steps:
                 status, self.exit_code = "interrupted", 128 + self.stop.signal
                 if self.agent is not None and _all_finite(self.agent.nets):
-                    self.save(self.step)
-                    messages.append(
-                        f"interrupted at step {self.step}; checkpoint saved. Continue with --resume {self.run_dir}"
-                    )
+                    try:
+                        self.stop.saving = True
+                        self.save(self.step)
+                        messages.append(
+                            f"interrupted at step {self.step}; checkpoint saved. Continue with --resume {self.run_dir}"
+                        )
+                    except OSError as error:
+                        errors.append(f"error: interrupted at step {self.step}, but saving failed: {error}; {kept}.")
                 else:
                     messages.append(
                         f"interrupted at step {self.step}; parameters are not finite, so not saved ({kept})"
@@ -1000,6 +1031,7 @@ class Run:
                 train_steps_per_second=self.steps_per_second,
                 compile_seconds=self.compile_seconds,
                 dataset=self.data.metadata,
+                torch_threads=torch.get_num_threads(),
             )
         except OSError as error:
             errors.append(f"error: could not write {self.logger.results_path}: {error.strerror or error}")

@@ -45,7 +45,7 @@ import sys
 import time
 from typing import Any
 
-from offrl.runs import LOCK_NAME, apply_presets, import_script
+from offrl.runs import LOCK_NAME, STOP_WITH_PARENT, apply_presets, import_script
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXECUTORS = ("local", "submitit-local", "slurm")
@@ -212,7 +212,9 @@ def run_job(job: Job, scripts_dir: str, env: dict[str, str]) -> dict[str, Any]:
     with open(run_dir / "sweep.log", "a") as log:
         log.write(f"\n$ {shlex.join(command)}\n")
         log.flush()
-        returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
+        # the job stops (saving a checkpoint) when this process dies, even by SIGKILL: offrl.runs._stop_with_parent
+        job_env = {**os.environ, **env, STOP_WITH_PARENT: str(os.getpid())}
+        returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=job_env)
     outcome = _state_from_files(run_dir)
     return {"job": job.name, "state": outcome, "returncode": returncode, "seconds": time.perf_counter() - start}
 
@@ -233,7 +235,8 @@ def run_group(jobs: list[Job], concurrency: int, scripts_dir: str, progress: boo
     def run_in_slot(job: Job) -> dict[str, Any]:
         slot = slots.get()
         try:
-            env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+            # a thread count the user set is theirs; otherwise each job gets its share of the cores
+            env = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if name not in os.environ}
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
             return run_job(job, scripts_dir, env)

@@ -269,3 +269,24 @@ def test_sample_batch_shapes_dtypes_device_and_compile(minari_dir):
         return sample_batch(train, 256)["rewards"].mean()
 
     assert torch.isfinite(mean_reward(data.train))
+
+
+def test_a_dataset_that_does_not_fit_its_environment_is_refused_when_loaded(ogbench_dir, tmp_path):
+    for suffix in ("", "-val"):  # an official file whose actions lost a column
+        arrays = dict(np.load(ogbench_dir / f"cube-single-play-v0{suffix}.npz"))
+        arrays["actions"] = arrays["actions"][:, :4]
+        np.savez(tmp_path / f"cube-single-play-v0{suffix}.npz", **arrays)
+    with pytest.raises(DatasetError, match="actions have 4 columns") as info:
+        load_dataset("cube-single-play-singletask-task1-v0", dataset_dir=tmp_path, download=False)
+    assert str(tmp_path / "cube-single-play-v0.npz") in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("d4rl_name", "minari_id"),
+    [("hopper-medium-v2", "mujoco/hopper/medium-v0"), ("antmaze-large-play-v2", "D4RL/antmaze/large-play-v1"),
+     ("pen-human-v1", "D4RL/pen/human-v2"), ("kitchen-mixed-v0", "D4RL/kitchen/mixed-v2")],
+)  # fmt: skip
+def test_a_d4rl_name_is_answered_with_its_minari_id(d4rl_name, minari_id):
+    with pytest.raises(DatasetError, match="Unknown dataset name") as info:
+        load_dataset(d4rl_name)
+    assert f"try '{minari_id}'" in str(info.value)

@@ -254,3 +254,71 @@ def test_a_copied_script_runs_and_sweeps_under_its_own_name(minari_dir, tmp_path
     assert code == 0
     swept = root / "test-pendulum-random-v0" / "myfql" / "seed0"
     assert results(swept)["algo"] == "myfql" and results(swept)["status"] == "finished"
+
+
+def test_run_files_respect_the_umask(minari_dir, tmp_path):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        ten_then(minari_dir, tmp_path / "run")
+    finally:
+        os.umask(previous)
+    for name in ("results.json", "checkpoint.pt"):
+        assert stat.S_IMODE((tmp_path / "run" / name).stat().st_mode) == 0o644, name  # not the temporary file's 0600
+
+
+def test_a_headless_run_prints_only_what_concerns_the_user(ogbench_dir, minari_dir, tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    common = [*TINY, "--total-steps", "4", "--eval-every", "2", "--log-every", "2"]
+    runs = {
+        "ogbench": ["--dataset-dir", str(ogbench_dir), "--generate-episodes", "2"],
+        "minari": ["--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir)],
+    }
+    for family, flags in runs.items():
+        result = subprocess.run(
+            [sys.executable, str(REPO_ROOT / "train_iql.py"), *common, *flags, "--run-dir", str(tmp_path / family)],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "GLFWError" not in result.stderr and "DISPLAY" not in result.stderr, result.stderr
+        assert "precision lowered" not in result.stderr, result.stderr
+        # the progress bar names the score it shows: a success rate, or a normalized score (never a raw return
+        # called "score")
+        assert ("success=" if family == "ogbench" else "normalized=") in result.stdout and "score=" not in result.stdout
+
+
+def test_the_compiled_fql_update_draws_independent_noises(tmp_path, monkeypatch):
+    """train_fql.py's update draws three Gaussian noises (the next action's, the flow's source x0 and the policy's z).
+    A copy of the script that also reports whether they are equal is compiled: each must be a fresh draw."""
+    import importlib
+
+    import torch
+
+    from offrl.runs import compile_update
+    from tests.helpers import random_data
+
+    source = (REPO_ROOT / "train_fql.py").read_text()
+    inline = 'nets["actor"](torch.cat([next_obs, torch.randn_like(actions)], -1))'
+    assert inline in source and '"actor/mse": ' in source
+    source = source.replace(inline, 'nets["actor"](torch.cat([next_obs, next_noise], -1))')
+    source = source.replace(
+        "    with torch.no_grad():\n        next_actions",
+        "    with torch.no_grad():\n        next_noise = torch.randn_like(actions)\n        next_actions",
+        1,
+    )
+    source = source.replace(
+        '"actor/mse": ',
+        '"same/x0_next": (x0 == next_noise).float().mean(), "same/z_x0": (noise == x0).float().mean(), "actor/mse": ',
+    )
+    (tmp_path / "train_fql_noises.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("train_fql_noises")
+    torch.manual_seed(0)
+    agent = module.build(module.Args(hidden_dims=(16, 16), batch_size=8), random_data(5, 3, 64), torch.device("cpu"))
+    metrics = compile_update(agent.update, True, False, torch.device("cpu"))()
+    assert metrics["same/x0_next"].item() == 0.0 and metrics["same/z_x0"].item() == 0.0

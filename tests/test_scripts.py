@@ -110,6 +110,10 @@ def test_help_explains_every_flag(script):
     for field in module.Args.__dataclass_fields__:
         assert "--" + field.replace("_", "-") in result.stdout, field
     assert "(default: " in result.stdout
+    flat = " ".join(line.strip("│ ") for line in result.stdout.splitlines())  # tyro's box, unwrapped
+    for flag, what in (("--run-dir", "where this run writes"), ("--dataset-dir", "where datasets live")):
+        text = flat.split(what, 1)[1].split(" --", 1)[0]
+        assert text.count("default") == 1, (flag, text)  # its own default, said once
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

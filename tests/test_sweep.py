@@ -6,11 +6,17 @@ submitit's local executor; a rerun must start no job, an interrupted run must be
 
 import fcntl
 import json
+import os
 import pathlib
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from offrl import report, sweep
+from tests.helpers import REPO_ROOT
 
 ENV = "test/pendulum/random-v0"
 TINY = ["--total-steps", "40", "--eval-every", "20", "--log-every", "20", "--save-every", "20", "--eval-episodes", "2",
@@ -184,3 +190,58 @@ def test_slurm_submission_without_a_cluster(tmp_path, minari_dir, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(SystemExit, match="srun"):
         sweep.main(args)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of the live processes whose command line contains `text`."""
+    pids = []
+    for proc in pathlib.Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmdline and int(proc.name) != os.getpid():
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_killing_the_sweep_stops_its_jobs_and_a_rerun_resumes_them(tmp_path, minari_dir):
+    root = tmp_path / "sweep"
+    endless = ["--total-steps", "1000000", "--eval-every", "500000", "--save-every", "500000", "--log-every", "100"]
+    command = [sys.executable, "-m", "offrl.sweep", "--algos", "iql", "--envs", ENV, "--seeds", "0", "1", "--root",
+               str(root), "--dataset-dir", str(minari_dir), "--jobs", "2", "--", *TINY, *endless]  # fmt: skip
+    run_dirs = [root / "test-pendulum-random-v0" / "iql" / f"seed{seed}" for seed in (0, 1)]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while not all((d / "results.json").exists() for d in run_dirs) and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(2.0)  # both jobs past their first evaluation, training
+        assert all(sweep._is_locked(d) for d in run_dirs)  # each job holds its own run directory
+        process.kill()  # SIGKILL: the sweep cannot clean up after itself
+        process.wait(timeout=30)
+        deadline = time.time() + 120
+        while any(sweep._is_locked(d) for d in run_dirs) and time.time() < deadline:
+            time.sleep(0.2)
+        for run_dir in run_dirs:
+            assert not sweep._is_locked(run_dir)
+            assert json.loads((run_dir / "results.json").read_text())["status"] == "interrupted"
+            assert (run_dir / "checkpoint.pt").is_file()
+        while processes_mentioning(str(root)) and time.time() < deadline:  # the jobs' processes end too
+            time.sleep(0.2)
+        assert processes_mentioning(str(root)) == []  # no orphan left training
+        jobs = sweep.build_jobs(["iql"], [ENV], [0, 1], [{}], root, [*TINY, *endless])
+        assert [sweep.job_state(job) for job in jobs] == ["resume", "resume"]
+    finally:
+        for pid in processes_mentioning(str(root)):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_thread_count_the_user_set_is_kept(tmp_path, minari_dir, monkeypatch):
+    one_job = ["--algos", "iql", "--envs", ENV, "--dataset-dir", str(minari_dir), "--jobs", "1", "--", *TINY,
+               "--total-steps", "2", "--eval-every", "2"]  # fmt: skip
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert sweep.main(["--root", str(tmp_path / "set"), *one_job]) == 0
+    (result,) = results_of(tmp_path / "set").values()
+    assert result["torch_threads"] == 1
