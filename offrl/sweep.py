@@ -235,8 +235,10 @@ def run_group(jobs: list[Job], concurrency: int, scripts_dir: str, progress: boo
     def run_in_slot(job: Job) -> dict[str, Any]:
         slot = slots.get()
         try:
-            # a thread count the user set is theirs; otherwise each job gets its share of the cores
-            env = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if name not in os.environ}
+            # a thread count the user set is theirs (torch reads MKL_NUM_THREADS over OMP_NUM_THREADS, so either one
+            # leaves both alone); otherwise each job gets its share of the cores
+            names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+            env = {} if any(name in os.environ for name in names) else {name: str(threads) for name in names}
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
             return run_job(job, scripts_dir, env)
