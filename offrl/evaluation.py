@@ -15,10 +15,12 @@ Observations. Dict/Tuple observation spaces (e.g. Minari's AntMaze) are flattene
 `FlattenObservation` inside `evaluate`, so the policy always sees a flat float32 vector; `flatten_observations`
 flattens a batch of stored observations (e.g. a dataset) in the same order.
 
-Video. With `video_path`, a separate environment made with `make_env(render_mode="rgb_array")` replays episode 0's
-seed after the evaluation, so the vector environments never render and the results do not depend on the video.
-Rendering MuJoCo without a display needs `MUJOCO_GL=egl` (or `osmesa`) in the environment before mujoco is first
-imported; when rendering fails, `evaluate` warns once and returns its results without a video.
+Video. With `video_path`, environment 0 is made with `make_env(render_mode="rgb_array")` and renders every step of
+the episode it runs first (episode 0); no episode is replayed, and rendering reads the simulation without changing
+it, so the results are those of an evaluation without video. MuJoCo picks its OpenGL backend (`MUJOCO_GL`) once,
+when it is first imported, and a backend that fails can abort the process later (glfw without a display):
+`choose_gl_backend` tries the candidates in child processes before anything renders here. When rendering fails,
+`evaluate` warns once and returns its results without a video.
 
 Threads. On CPU the policy runs with one torch thread during evaluation (restored afterwards): batches are tiny,
 and idle OpenMP workers spinning between policy calls take the cores the simulators need.
@@ -27,9 +29,11 @@ and idle OpenMP workers spinning between policy calls take the cores the simulat
 from __future__ import annotations
 
 import contextlib
+import ctypes.util
 import functools
 import importlib.util
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -122,6 +126,140 @@ def flatten_observations(space: gymnasium.spaces.Space, observations: Any) -> np
 def _make_flat_env(make_env: Callable[..., gymnasium.Env], **kwargs: Any) -> gymnasium.Env:
     """`flatten_observation_env(make_env(**kwargs))`; a module-level function so that a partial of it pickles."""
     return flatten_observation_env(make_env(**kwargs))
+
+
+class _FirstEpisodeVideo(gymnasium.Wrapper):
+    """Renders every step of the first episode this environment runs and writes the frames to `path` at its end.
+
+    Any rendering or writing error is kept (`video_result`), never raised: a video must not cost the evaluation.
+    With `path` None the wrapper does nothing; every environment of a vector env carries one so that
+    `envs.call("video_result")` reaches them all.
+    """
+
+    def __init__(self, env: gymnasium.Env, path: Path | None, error: str | None = None) -> None:
+        super().__init__(env)
+        self._path, self._error, self._written = path, error, None
+        self._frames: list[np.ndarray] | None = [] if path is not None and error is None else None
+
+    def reset(self, **kwargs: Any):
+        result = self.env.reset(**kwargs)
+        self._grab()
+        return result
+
+    def step(self, action):
+        result = self.env.step(action)
+        self._grab()
+        if self._frames is not None and (result[2] or result[3]):  # terminated or truncated: the episode is over
+            frames, self._frames = self._frames, None
+            try:
+                self._written = _write_video(frames, self._path, self.env.metadata.get("render_fps") or 30)
+            except Exception as error:
+                self._error = f"{type(error).__name__}: {error}"
+        return result
+
+    def _grab(self) -> None:
+        if self._frames is None:
+            return
+        try:
+            frame = self.env.render()
+            if frame is None:
+                raise RuntimeError("env.render() returned None: make_env ignored render_mode='rgb_array'")
+            self._frames.append(np.asarray(frame))
+        except Exception as error:
+            self._frames, self._error = None, f"{type(error).__name__}: {error}"
+
+    def video_result(self) -> tuple[str | None, str | None]:
+        """(path written or None, error or None); (None, None) when this environment records nothing."""
+        return (str(self._written) if self._written is not None else None), self._error
+
+
+def _make_eval_env(make_env: Callable[..., gymnasium.Env], video_path: Path | None = None) -> gymnasium.Env:
+    """A flat-observation environment; with `video_path`, one made with render_mode="rgb_array" that records its
+    first episode (`_FirstEpisodeVideo`). A `make_env` that takes no `render_mode` records nothing, with a reason."""
+    if video_path is None:
+        return _FirstEpisodeVideo(_make_flat_env(make_env), None)
+    try:
+        with warnings.catch_warnings():  # gymnasium notes envs (OGBench's) that list no render modes yet render
+            warnings.filterwarnings("ignore", message=".*not in the possible render_modes")
+            env = _make_flat_env(make_env, render_mode="rgb_array")
+    except TypeError as error:
+        return _FirstEpisodeVideo(_make_flat_env(make_env), video_path, f"make_env(render_mode=...) failed: {error}")
+    return _FirstEpisodeVideo(env, video_path)
+
+
+_GL_PROBE = """
+import mujoco
+model = mujoco.MjModel.from_xml_string("<mujoco><worldbody><light pos='0 0 2'/><geom size='0.1'/></worldbody></mujoco>")
+data = mujoco.MjData(model)
+mujoco.mj_forward(model, data)
+renderer = mujoco.Renderer(model, 16, 16)
+renderer.update_scene(data)
+assert renderer.render().shape == (16, 16, 3)
+renderer.close()
+"""
+
+
+def _gl_candidates() -> list[str]:
+    """The MUJOCO_GL values worth trying here, best first; only the given one if set or if mujoco is imported."""
+    given = os.environ.get("MUJOCO_GL", "").strip().lower()
+    if given or "mujoco" in sys.modules or not sys.platform.startswith("linux"):
+        return [given]  # MuJoCo has read it already, or the user chose it, or the platform default is the one
+    display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    return (["glfw"] if display else []) + ["egl", "osmesa"]
+
+
+def missing_gl_library(backend: str | None = None) -> str | None:
+    """Why MUJOCO_GL=`backend` (default: the current setting) cannot work here, when that is plain without trying:
+    "libOSMesa not found" (importing mujoco would fail), "libEGL not found"; else None."""
+    backend = os.environ.get("MUJOCO_GL", "").strip().lower() if backend is None else backend
+    library = {"egl": "EGL", "osmesa": "OSMesa"}.get(backend)
+    if library and sys.platform.startswith("linux") and ctypes.util.find_library(library) is None:
+        return f"lib{library} not found"
+    return None
+
+
+def _probe_gl(backend: str, timeout: float) -> str | None:
+    """Render one frame with MUJOCO_GL=`backend` in a child process; None if it worked, else the reason."""
+    missing = missing_gl_library(backend)
+    if missing:
+        return missing
+    if backend == "glfw" and sys.platform.startswith("linux"):
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            return "no display (DISPLAY is not set)"
+    env = {**os.environ, "MUJOCO_GL": backend} if backend else dict(os.environ)
+    try:
+        process = subprocess.run(
+            [sys.executable, "-c", _GL_PROBE], env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return f"no frame within {timeout:.0f} s"
+    if process.returncode == 0:
+        return None
+    lines = [line.strip() for line in process.stderr.splitlines() if line.strip()]
+    reason = lines[-1] if lines else f"exit code {process.returncode}"
+    return reason if len(reason) <= 160 else reason[:157] + "..."
+
+
+def choose_gl_backend(timeout: float = 60.0) -> tuple[str | None, str]:
+    """Pick the OpenGL backend for MuJoCo video by rendering one frame in a child process per candidate.
+
+    Tries `MUJOCO_GL` if it is set (or if mujoco is already imported, which fixes the backend), else, on Linux,
+    glfw (only with a display), egl, then osmesa. The first that renders is put in `os.environ["MUJOCO_GL"]`, so
+    this process and the environments it starts use it; call this before mujoco is imported.
+
+    Returns:
+        (backend, "") when one renders (backend "" meaning the platform default), else (None, why), with each
+        candidate's error.
+    """
+    failures = []
+    for backend in _gl_candidates():
+        reason = _probe_gl(backend, timeout)
+        if reason is None:
+            if backend and "mujoco" not in sys.modules:
+                os.environ["MUJOCO_GL"] = backend
+            return backend, ""
+        failures.append(f"MUJOCO_GL={backend or '(unset)'}: {reason}")
+    return None, "; ".join(failures)
 
 
 @contextlib.contextmanager
@@ -273,50 +411,10 @@ def _write_video(frames: list[np.ndarray], path: Path, fps: float) -> Path:
     if path.suffix.lower() == ".gif":
         iio.imwrite(path, video, duration=1000.0 / fps, loop=0)
     else:
-        iio.imwrite(path, video, plugin="FFMPEG", fps=fps)
+        # Blocks of 2 (not imageio's default 16, which resizes 200 x 200 frames with a warning): H.264's 4:2:0
+        # chroma needs even sides only.
+        iio.imwrite(path, video, plugin="FFMPEG", fps=fps, macro_block_size=2)
     return path
-
-
-def _record_video(
-    policy: Callable[[torch.Tensor], torch.Tensor],
-    make_env: Callable[..., gymnasium.Env],
-    episode_seed: int,
-    batch_size: int,
-    device: torch.device,
-    video_path: Path,
-) -> Path | None:
-    """Replay the first evaluation episode's seed in one rendering environment and write it to `video_path`.
-
-    The observation is repeated `batch_size` times so the policy sees the batch shape it saw during the evaluation
-    (a compiled policy does not recompile); row 0's action is used. Any failure (no GL backend, a `make_env` that
-    takes no `render_mode`, no writer) is turned into one warning and None.
-    """
-    env = None
-    try:
-        env = _make_flat_env(make_env, render_mode="rgb_array")
-        observation, _ = env.reset(seed=episode_seed)
-        frames = [env.render()]
-        if frames[0] is None:
-            raise RuntimeError("env.render() returned None: make_env ignored render_mode='rgb_array'")
-        done = False
-        while not done:
-            batch = np.repeat(np.asarray(observation)[None], batch_size, axis=0)
-            action = _policy_actions(policy, batch, env.action_space, device)[0]
-            observation, _, terminated, truncated, _ = env.step(action)
-            frames.append(env.render())
-            done = terminated or truncated
-        fps = env.metadata.get("render_fps") or 30
-        return _write_video(frames, video_path, fps)
-    except Exception as error:  # a video must never cost the evaluation
-        warnings.warn(
-            f"evaluation video skipped ({type(error).__name__}: {error}). Rendering MuJoCo without a display needs "
-            "MUJOCO_GL=egl (or osmesa) set before mujoco is imported, and make_env must accept render_mode.",
-            stacklevel=3,
-        )
-        return None
-    finally:
-        if env is not None:
-            env.close()
 
 
 def evaluate(
@@ -349,10 +447,10 @@ def evaluate(
         seed: the evaluation seed; episode seeds and the policy's torch RNG derive from it (module docstring).
         device: where the observations are put for the policy.
         ref_scores: (random, expert) reference returns for the D4RL normalized score (`offrl.scores`), or None.
-        video_path: if set, an extra rendering environment replays episode 0's seed with the policy after the
-            evaluation and the frames go to this path (mp4 with imageio-ffmpeg installed, else a gif at the same
-            path with the suffix .gif). The replay does not enter the results; with a stochastic policy it is a fresh
-            sample from the same initial state. Any rendering failure is a warning, never an error.
+        video_path: if set, environment 0 is made with `make_env(render_mode="rgb_array")` and episode 0, the
+            first it runs, is rendered step by step to this path (mp4 with imageio-ffmpeg installed, else a gif at
+            the same path with the suffix .gif). The results are the same as without a video. Any rendering failure
+            is a warning, never an error.
         asynchronous: run the environments in worker processes (`gymnasium.vector.AsyncVectorEnv`) instead of in
             this process (`SyncVectorEnv`); None (default) does so when the machine has a core to spare per
             environment, i.e. more CPU cores than environments. The results are the same either way.
@@ -362,7 +460,8 @@ def evaluate(
         (None if none did; OGBench and gymnasium-robotics mazes report it, MuJoCo locomotion does not),
         "return": mean undiscounted return, "normalized_score": `normalized_score(mean return, *ref_scores)` or
         None, "episode_length": mean length, "num_episodes", "env_steps_per_second": counted episode steps
-        per second of wall time, policy and resets included, and "asynchronous": whether worker processes ran them.
+        per second of wall time, policy and resets included, "asynchronous": whether worker processes ran them,
+        and "video": the path written, or None (no `video_path`, or rendering failed).
     """
     if num_episodes <= 0:
         raise ValueError(f"num_episodes must be positive, got {num_episodes}")
@@ -370,7 +469,9 @@ def evaluate(
         raise ValueError(f"num_envs must be positive, got {num_envs}")
     device = torch.device(device)
     seeds = episode_seeds(seed, num_episodes)
-    env_fns = [functools.partial(_make_flat_env, make_env)] * min(num_envs, num_episodes)
+    env_fns = [functools.partial(_make_eval_env, make_env)] * min(num_envs, num_episodes)
+    if video_path is not None:
+        env_fns[0] = functools.partial(_make_eval_env, make_env, Path(video_path))
     disabled = gymnasium.vector.AutoresetMode.DISABLED
     if asynchronous is None:
         asynchronous = len(env_fns) > 1 and (os.cpu_count() or 1) > len(env_fns)
@@ -381,10 +482,17 @@ def evaluate(
             envs = gymnasium.vector.SyncVectorEnv(env_fns, autoreset_mode=disabled)
         try:
             episodes = run_episodes(policy, envs, seeds, device)
+            video, video_error = envs.call("video_result")[0]
         finally:
             envs.close()
-        if video_path is not None:
-            _record_video(policy, make_env, seeds[0], len(env_fns), device, Path(video_path))
+    if video_path is not None and video is None:
+        video_error = video_error or "episode 0 did not finish"
+        warnings.warn(
+            f"evaluation video skipped ({video_error}). Rendering MuJoCo without a display needs MUJOCO_GL=egl (or "
+            "osmesa) set before mujoco is imported (offrl.evaluation.choose_gl_backend picks one), and make_env "
+            "must accept render_mode.",
+            stacklevel=2,
+        )
 
     success = episodes["success"][~np.isnan(episodes["success"])]
     mean_return = float(np.mean(episodes["return"]))
@@ -396,4 +504,5 @@ def evaluate(
         "num_episodes": num_episodes,
         "env_steps_per_second": float(np.sum(episodes["length"]) / episodes["seconds"]),
         "asynchronous": asynchronous,
+        "video": video,
     }

@@ -19,9 +19,11 @@ episodes; OGBench uses N // 10, the floor of one keeps tiny sets loadable) with 
 (int64). They load with `ogbench.make_env_and_datasets(name, dataset_path=...)`.
 
 Unlike the official scripts (whose seed flag is never used), every episode is seeded from (seed, episode index):
-numpy's global RNG (used by the oracles and the maze env), `env.reset(seed=...)` and the random-action sampler.
-A seed therefore gives identical arrays for any number of worker processes, and the first k train episodes do not
-depend on N. The data follow the official distribution but are not the arrays of the downloadable files.
+numpy's global RNG (used by the oracles and the maze env), `env.reset(seed=...)` and the random-action sampler,
+and every manipulation episode starts from the env state of a new process (targets and MuJoCo model restored;
+`env.reset` alone keeps the targets of earlier episodes). A seed therefore gives identical arrays for any number
+of worker processes, and the first k train episodes do not depend on N. The data follow the official distribution
+but are not the arrays of the downloadable files.
 
 Usage:
     python -m offrl.generate cube-single-play-v0 --workers 2
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import multiprocessing
 import os
 import pathlib
@@ -231,6 +234,9 @@ def _make_env(spec: DatasetSpec, max_episode_steps: int):
         import ogbench.locomaze  # noqa: F401
 
         kwargs = {}
+    # No env checker: it reads the manipulation envs' observation space, which resets them once without a seed and
+    # leaves random targets behind; without it, a new env holds its constructor's values until the seeded reset.
+    kwargs["disable_env_checker"] = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # gymnasium's float64 -> float32 Box bounds notice
         return gymnasium.make(spec.env_name, terminate_at_goal=False, max_episode_steps=max_episode_steps, **kwargs)
@@ -330,6 +336,21 @@ def _cells_at_distance(maze_map: np.ndarray, start: tuple[int, int], distance: i
     return found
 
 
+def _model_arrays(model) -> list[tuple[str, np.ndarray]]:
+    """The writable parameter arrays of a `mujoco.MjModel` (positions, colours, damping, ...), by field name.
+
+    Leaves out the asset data (meshes, textures, their bounding volumes: 60 MB for scene) that no env edits.
+    """
+    arrays = []
+    for name in dir(model):
+        if name.startswith(("_", "tex_", "mesh_", "bvh_", "hfield_", "skin_", "flex", "oct_")):
+            continue
+        value = getattr(model, name)
+        if isinstance(value, np.ndarray) and value.flags.writeable:
+            arrays.append((name, value))
+    return arrays
+
+
 class EpisodeRunner:
     """Owns one environment (and its oracles) and produces any episode from its index.
 
@@ -349,12 +370,38 @@ class EpisodeRunner:
         if spec.family == "manipspace":
             self.oracles = _make_oracles(self.env, spec)
             self.has_button_states = hasattr(self.unwrapped, "_cur_button_states")
+            self._snapshot_first_episode_state()
         else:
             self.maze_map = np.asarray(self.unwrapped.maze_map)
             self.free_cells, self.vertex_cells = _maze_cells(self.maze_map)
 
     def close(self) -> None:
         self.env.close()
+
+    def _snapshot_first_episode_state(self) -> None:
+        """Record what a manipulation env's reset leaves alone, so every episode can start as the first one does.
+
+        `env.reset` resets the MuJoCo data but not the model, and a new target only sets the fields of its own
+        kind: a drawer target moves the model's target site, a button target sets `_target_button` and one entry
+        of the target button states. Without a restore, an episode starts with the targets of earlier episodes in
+        the same process, and the oracle's first action after a task switch (it acts once on the previous step's
+        info, as in the official script) depends on them, so the data would depend on the number of workers.
+        """
+        env = self.unwrapped
+        self._first_targets = {
+            key: copy.deepcopy(value) for key, value in vars(env).items() if key.startswith("_target_")
+        }
+        env.reset(seed=0)  # builds and compiles the model
+        env.compile_model_and_data()  # a fresh model that no episode has modified yet
+        self._first_model = {name: array.copy() for name, array in _model_arrays(env._model)}
+
+    def _restore_first_episode_state(self) -> None:
+        env = self.unwrapped
+        for key, value in self._first_targets.items():
+            setattr(env, key, copy.deepcopy(value))
+        model = env._model
+        for name, array in self._first_model.items():
+            np.copyto(getattr(model, name), array)
 
     def _seed_everything(self, episode: int, attempt: int) -> int:
         numpy_seed, reset_seed, action_seed = _episode_seeds(self.seed, episode, attempt)
@@ -378,6 +425,7 @@ class EpisodeRunner:
 
     def _run_manipspace(self, episode: int, attempt: int) -> tuple[dict[str, np.ndarray], bool]:
         reset_seed = self._seed_everything(episode, attempt)
+        self._restore_first_episode_state()
         env, noisy = self.env, self.spec.dataset_type == "noisy"
         ob, info = env.reset(seed=reset_seed)
         p_stack = _draw_p_stack(self.spec.env_name)

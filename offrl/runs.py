@@ -122,7 +122,8 @@ class RunArgs:
     """continue an interrupted run in this run directory (or from this checkpoint file, in its directory); its
     settings are the defaults, flags given override them"""
     video: bool = False
-    """record the first episode of each evaluation to <run_dir>/videos (set MUJOCO_GL=egl when headless)"""
+    """record the first episode of each evaluation to <run_dir>/videos; the OpenGL backend (MUJOCO_GL if set, else
+    glfw with a display, egl or osmesa) is tried before training, and without one the run trains without video"""
 
 
 class Preset(NamedTuple):
@@ -717,6 +718,7 @@ class Run:
         self.step = self.start_step = 0
         self.exit_code = 0
         self.last_eval: dict[str, Any] | None = None
+        self.video = bool(args.video)
         self.saved_step: int | None = None
         self.train_seconds, self.compile_seconds, self.timed_steps = 0.0, 0.0, 0
         self._lock = None
@@ -736,6 +738,7 @@ class Run:
         try:
             seed_everything(self.args.seed)
             with self.stop.at_once():
+                self._choose_video_backend()
                 self.data = load_data(self.args, self.device)
         except Interrupted as interrupted:
             self._release()
@@ -746,6 +749,38 @@ class Run:
             raise
         self._print_first_lines()
         return self
+
+    def _choose_video_backend(self) -> None:
+        """Pick MuJoCo's OpenGL backend before anything imports mujoco; without one, train without video.
+
+        When no backend can work, MUJOCO_GL becomes "disable" for this process: importing mujoco (with OGBench)
+        then neither fails (osmesa without libOSMesa) nor sets up a backend that aborts the process later.
+        """
+        from offrl.evaluation import choose_gl_backend, missing_gl_library
+
+        if "mujoco" in sys.modules:
+            return
+        if not self.video:
+            missing = missing_gl_library()
+            if missing:
+                print(
+                    f"[{self.algo}] MUJOCO_GL={os.environ['MUJOCO_GL']} ignored ({missing}); this run renders nothing"
+                )
+                os.environ["MUJOCO_GL"] = "disable"
+            return
+        backend, why = choose_gl_backend()
+        if backend is None:
+            self.video = False
+            if os.environ.get("MUJOCO_GL"):
+                hint = "unset MUJOCO_GL to let --video try glfw, egl and osmesa, or install the library it needs"
+            else:
+                hint = "install EGL (a GPU driver, or Mesa's libegl1) or OSMesa (libosmesa6)"
+            os.environ["MUJOCO_GL"] = "disable"
+            print(
+                f"[{self.algo}] --video off, training goes on without it: no OpenGL backend renders here ({why}); "
+                f"{hint}.",
+                file=sys.stderr,
+            )
 
     def _take_run_dir(self) -> None:
         """Create and lock the run directory; refuse one that holds another run (unless resuming it)."""
@@ -931,11 +966,14 @@ class Run:
                 seed=args.seed,
                 device=self.device,
                 ref_scores=ref if ref[0] is not None else None,
-                video_path=self.run_dir / "videos" / f"step_{step}.mp4" if args.video else None,
+                video_path=self.run_dir / "videos" / f"step_{step}.mp4" if self.video else None,
             )
         finally:
             for name, net in nets.items():
                 net.train(training[name])
+        if self.video and result["video"] is None:  # a backend that failed once is not tried again in this process
+            self.video = False
+            print(f"[{self.algo}] --video off for the rest of this run (the warning above says why)", file=sys.stderr)
         seconds = time.perf_counter() - start
         self.last_eval = self.logger.evaluation(
             step, result, wall_time=time.perf_counter() - self._wall_start, seconds=seconds

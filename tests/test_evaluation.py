@@ -100,7 +100,7 @@ make_hopper = functools.partial(gymnasium.make, "Hopper-v5")
 
 
 def without_speed(result):
-    return {key: value for key, value in result.items() if key not in ("env_steps_per_second", "asynchronous")}
+    return {key: value for key, value in result.items() if key not in ("env_steps_per_second", "asynchronous", "video")}
 
 
 def test_episode_seeds_rule():
@@ -270,6 +270,18 @@ def test_video_written_and_results_unchanged(tmp_path):
     assert frames.shape == (episode_length(episode_seeds(6, 1)[0]) + 1, 16, 16, 3)
 
 
+def test_video_records_the_evaluated_episode_without_replaying_it(tmp_path):
+    policy = lambda obs: torch.zeros(obs.shape[0], 1)  # noqa: E731
+    plain_resets, video_resets = [], []
+    evaluate(policy, functools.partial(CountingEnv, resets=plain_resets), 5, num_envs=2, seed=3, asynchronous=False)
+    result = evaluate(
+        policy, functools.partial(CountingEnv, resets=video_resets), 5, num_envs=2, seed=3, asynchronous=False,
+        video_path=tmp_path / "ep.gif",
+    )  # fmt: skip
+    assert video_resets == plain_resets  # the same episodes and nothing more: no episode is run again for the video
+    assert result["video"] == str(tmp_path / "ep.gif")
+
+
 def test_video_mp4_or_gif_fallback(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -297,12 +309,22 @@ import functools, sys, warnings
 import gymnasium, torch
 from offrl.evaluation import evaluate
 
+make = functools.partial(gymnasium.make, "InvertedPendulum-v5", width=96, height=96)
+policy = lambda obs: torch.zeros(obs.shape[0], 1)
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    result = evaluate(lambda obs: torch.zeros(obs.shape[0], 1), functools.partial(gymnasium.make,
-                      "InvertedPendulum-v5", width=96, height=96), 2, num_envs=2, video_path=sys.argv[1])
+    result = evaluate(policy, make, 2, num_envs=2, video_path=sys.argv[1])
 skipped = [str(w.message) for w in caught if "evaluation video skipped" in str(w.message)]
-print("SKIPPED" if skipped else "RENDERED", skipped, result["episode_length"])
+plain = evaluate(policy, make, 2, num_envs=2)
+same = all(result[k] == plain[k] for k in ("success", "return", "episode_length"))
+print("SKIPPED" if skipped else "RENDERED", "SAME" if same else "DIFFERENT", skipped, result["episode_length"])
+"""
+
+CHOOSE_BACKEND_SCRIPT = """
+import os, sys
+from offrl.evaluation import choose_gl_backend
+backend, why = choose_gl_backend()
+print(repr(backend), repr(os.environ.get("MUJOCO_GL")), "mujoco" in sys.modules, why)
 """
 
 
@@ -336,7 +358,7 @@ def test_mujoco_video(tmp_path):
     path = tmp_path / "pendulum.gif"
     process = run_python(MUJOCO_VIDEO_SCRIPT, str(path), MUJOCO_GL=backend)
     assert process.returncode == 0, process.stderr[-3000:]
-    assert process.stdout.startswith("RENDERED"), process.stdout
+    assert process.stdout.startswith("RENDERED SAME"), process.stdout
     import imageio.v3 as iio
 
     frames = iio.imread(path)
@@ -352,3 +374,24 @@ def test_mujoco_video_without_display_warns(tmp_path):
     assert process.stdout.startswith("SKIPPED"), process.stdout
     assert "MUJOCO_GL=egl" in process.stdout
     assert not path.exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the candidates (glfw, egl, osmesa) are Linux's")
+def test_choose_gl_backend_headless_picks_one_that_renders_or_says_why():
+    process = run_python(CHOOSE_BACKEND_SCRIPT, MUJOCO_GL=None, DISPLAY=None, WAYLAND_DISPLAY=None)
+    assert process.returncode == 0, process.stderr[-3000:]
+    backend, environment, mujoco_imported, why = process.stdout.split(" ", 3)
+    assert mujoco_imported == "False"  # probed in child processes; this one can still choose
+    expected = headless_gl_backend()
+    if expected is None:
+        assert backend == "None" and environment == "None"
+        assert "MUJOCO_GL=egl:" in why and "MUJOCO_GL=osmesa:" in why and "glfw" not in why  # no display, no glfw
+    else:
+        assert backend == environment == repr(expected) and not why.strip()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glfw needs no display only on Linux")
+def test_choose_gl_backend_keeps_the_users_choice_and_says_why_it_fails():
+    process = run_python(CHOOSE_BACKEND_SCRIPT, MUJOCO_GL="glfw", DISPLAY=None, WAYLAND_DISPLAY=None)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert process.stdout.startswith("None 'glfw' False MUJOCO_GL=glfw: no display (DISPLAY is not set)")

@@ -123,6 +123,36 @@ def test_same_seed_is_identical_and_worker_count_does_not_matter(generated, data
         )
 
 
+# Every dataset type, at 500 steps for manipulation (a few task switches per episode) and the official length for
+# point maze (fast).
+WORKER_CASES = {
+    "cube-single-play-v0": 500,
+    "cube-single-noisy-v0": 500,
+    "scene-play-v0": 500,
+    "scene-noisy-v0": 500,
+    "puzzle-3x3-play-v0": 500,
+    "puzzle-3x3-noisy-v0": 500,
+    "pointmaze-medium-navigate-v0": None,
+    "pointmaze-medium-stitch-v0": None,
+}
+
+
+@pytest.mark.parametrize("name", list(WORKER_CASES))
+def test_files_do_not_depend_on_the_number_of_workers(tmp_path, name):
+    """3 train + 1 val episodes made in 1, 2 and 3 processes: one process makes episode 3 after 0-2, three make
+    episodes 0-2 each in a new process. Any state an episode leaves behind in the env shows up as a difference."""
+    files = {}
+    for workers in (1, 2, 3):
+        path = generate_dataset(
+            name, tmp_path, TRAIN_EPISODES, seed=0, workers=workers, max_episode_steps=WORKER_CASES[name],
+            output_name=f"workers-{workers}", progress=False,
+        )  # fmt: skip
+        files[workers] = (load_npz(path), load_npz(path.with_name(f"workers-{workers}-val.npz")))
+    for workers in (2, 3):
+        for reference, other in zip(files[1], files[workers], strict=True):
+            assert_same_arrays(other, reference)
+
+
 def test_different_seed_gives_different_data(generated, data_dir):
     name = "pointmaze-medium-navigate-v0"
     path = generate_dataset(
