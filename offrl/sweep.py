@@ -18,7 +18,8 @@ Missing datasets are downloaded or generated once, before any job starts, never 
 Executors:
     local           concurrent processes on this machine: --jobs at a time (default: 4 per GPU as in the FQL
                     author's runs, or one per CPU core), each with its own GPU slot or CPU threads;
-    submitit-local  the same job groups through submitit's local executor (what the tests use);
+    submitit-local  the same job groups through submitit's local executor (what the tests use); its tasks stop
+                    with the sweep that waits for them (killed or interrupted), except with --no-wait;
     slurm           job groups submitted as a Slurm array through submitit: each array task gets one GPU and runs
                     --jobs-per-task jobs side by side on it.
 Every job's output goes to <run_dir>/sweep.log; the sweep's command, machine and job list to <root>/sweep.json.
@@ -42,6 +43,7 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -191,7 +193,69 @@ def _set_aside(run_dir: pathlib.Path, root: pathlib.Path) -> pathlib.Path:
     return target
 
 
-def run_job(job: Job, scripts_dir: str, env: dict[str, str]) -> dict[str, Any]:
+class _SweepWatch:
+    """Stops a task's jobs when the sweep that waits for it is gone (submitit-local, where a task is not the sweep's
+    child and so a job's parent-death signal would name the task, not the sweep).
+
+    The waiting sweep holds an exclusive lock on `alive_file` (`_hold_alive_file`); the kernel drops it when the
+    sweep dies, however it dies. A thread checks the lock every second; once it is free, running jobs get SIGTERM
+    (they save a checkpoint and exit, so a rerun resumes them) and no new job starts.
+    """
+
+    def __init__(self, alive_file: str | None) -> None:
+        self.gone = False
+        self._processes: set[subprocess.Popen] = set()
+        self._guard = threading.Lock()
+        if alive_file is not None:
+            threading.Thread(target=self._watch, args=(alive_file,), daemon=True).start()
+
+    def _watch(self, alive_file: str) -> None:
+        while not _lock_is_free(alive_file):
+            time.sleep(1.0)
+        with self._guard:
+            self.gone = True
+            for process in self._processes:
+                with contextlib.suppress(OSError):
+                    process.terminate()
+
+    def started(self, process: subprocess.Popen) -> bool:
+        """Register a job's process; False (and the process is stopped) if the sweep is already gone."""
+        with self._guard:
+            if self.gone:
+                process.terminate()
+                return False
+            self._processes.add(process)
+            return True
+
+    def ended(self, process: subprocess.Popen) -> None:
+        with self._guard:
+            self._processes.discard(process)
+
+
+def _lock_is_free(path: str) -> bool:
+    try:
+        with open(path, "a") as file:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hold_alive_file(folder: pathlib.Path):
+    """The file whose lock says this sweep is alive (see `_SweepWatch`), held while the block runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"sweep-{os.getpid()}-{time.time_ns()}.alive"
+    with open(path, "a") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        try:
+            yield str(path)
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
+    path.unlink(missing_ok=True)
+
+
+def run_job(job: Job, scripts_dir: str, env: dict[str, str], watch: _SweepWatch | None = None) -> dict[str, Any]:
     """Run one job to its end in a subprocess (resuming it if it has a checkpoint); returns its outcome.
 
     The job's run holds the lock of its run directory for its whole life, so a second sweep over the same root sees
@@ -214,15 +278,32 @@ def run_job(job: Job, scripts_dir: str, env: dict[str, str]) -> dict[str, Any]:
         log.flush()
         # the job stops (saving a checkpoint) when this process dies, even by SIGKILL: offrl.runs._stop_with_parent
         job_env = {**os.environ, **env, STOP_WITH_PARENT: str(os.getpid())}
-        returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=job_env)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=job_env)
+        if watch is not None:
+            watch.started(process)
+        try:
+            returncode = process.wait()
+        except BaseException:
+            process.wait()  # a Ctrl-C reached the job too: let it save its checkpoint
+            raise
+        finally:
+            if watch is not None:
+                watch.ended(process)
     outcome = _state_from_files(run_dir)
     return {"job": job.name, "state": outcome, "returncode": returncode, "seconds": time.perf_counter() - start}
 
 
-def run_group(jobs: list[Job], concurrency: int, scripts_dir: str, progress: bool = False) -> list[dict[str, Any]]:
+def run_group(
+    jobs: list[Job], concurrency: int, scripts_dir: str, progress: bool = False, sweep_alive_file: str | None = None
+) -> list[dict[str, Any]]:
     """Run `jobs` on this machine, `concurrency` at a time, each in its own GPU slot (round robin over the visible
-    GPUs) or with its share of the CPU cores as threads. This is what a local sweep and each cluster task run."""
+    GPUs) or with its share of the CPU cores as threads. This is what a local sweep and each cluster task run.
+
+    With `sweep_alive_file` (a submitit-local task), the jobs stop when the sweep holding that file's lock is gone.
+    """
     import torch
+
+    watch = _SweepWatch(sweep_alive_file)
 
     gpus = torch.cuda.device_count()
     threads = max(1, (os.cpu_count() or 1) // concurrency)
@@ -234,6 +315,9 @@ def run_group(jobs: list[Job], concurrency: int, scripts_dir: str, progress: boo
 
     def run_in_slot(job: Job) -> dict[str, Any]:
         slot = slots.get()
+        if watch.gone:
+            slots.put(slot)
+            return {"job": job.name, "state": job_state(job), "returncode": None, "seconds": 0.0}
         try:
             # a thread count the user set is theirs (torch reads MKL_NUM_THREADS over OMP_NUM_THREADS, so either one
             # leaves both alone); otherwise each job gets its share of the cores
@@ -241,7 +325,7 @@ def run_group(jobs: list[Job], concurrency: int, scripts_dir: str, progress: boo
             env = {} if any(name in os.environ for name in names) else {name: str(threads) for name in names}
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
-            return run_job(job, scripts_dir, env)
+            return run_job(job, scripts_dir, env, watch)
         finally:
             slots.put(slot)
 
@@ -412,20 +496,25 @@ def _submit(args: argparse.Namespace, jobs: list[Job], root: pathlib.Path) -> li
     else:
         executor = submitit.AutoExecutor(folder=folder, cluster="local")
         executor.update_parameters(timeout_min=args.slurm_time)
-    submitted = executor.map_array(
-        run_group, groups, [per_task] * len(groups), [args.scripts_dir] * len(groups), [False] * len(groups)
-    )
-    print(f"[sweep] submitted {len(groups)} task(s) of up to {per_task} job(s): {[j.job_id for j in submitted]}")
-    print(f"[sweep] submitit logs: {folder}", flush=True)
-    if args.no_wait:
-        return None
-    outcomes = []
-    for task in submitted:
-        try:
-            outcomes += task.result()
-        except Exception as error:  # noqa: BLE001  (a task that died: say which, keep collecting the others)
-            print(f"[sweep] task {task.job_id} failed: {error}", file=sys.stderr)
-            outcomes.append({"job": f"task {task.job_id}", "state": "error", "returncode": None, "seconds": 0.0})
+    # A waiting submitit-local sweep takes its tasks with it when it dies (`_SweepWatch`); Slurm tasks and
+    # --no-wait tasks are meant to outlive the process that submitted them (scancel stops Slurm ones).
+    tied = args.executor == "submitit-local" and not args.no_wait
+    with _hold_alive_file(folder) if tied else contextlib.nullcontext() as alive_file:
+        n = len(groups)
+        submitted = executor.map_array(
+            run_group, groups, [per_task] * n, [args.scripts_dir] * n, [False] * n, [alive_file] * n
+        )
+        print(f"[sweep] submitted {n} task(s) of up to {per_task} job(s): {[j.job_id for j in submitted]}")
+        print(f"[sweep] submitit logs: {folder}", flush=True)
+        if args.no_wait:
+            return None
+        outcomes = []
+        for task in submitted:
+            try:
+                outcomes += task.result()
+            except Exception as error:  # noqa: BLE001  (a task that died: say which, keep collecting the others)
+                print(f"[sweep] task {task.job_id} failed: {error}", file=sys.stderr)
+                outcomes.append({"job": f"task {task.job_id}", "state": "error", "returncode": None, "seconds": 0.0})
     return outcomes
 
 

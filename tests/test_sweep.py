@@ -206,11 +206,15 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-def test_killing_the_sweep_stops_its_jobs_and_a_rerun_resumes_them(tmp_path, minari_dir):
+@pytest.mark.parametrize("executor", ["local", "submitit-local"])
+def test_killing_the_sweep_stops_its_jobs_and_a_rerun_resumes_them(executor, tmp_path, minari_dir):
+    if executor != "local":
+        pytest.importorskip("submitit")
     root = tmp_path / "sweep"
     endless = ["--total-steps", "1000000", "--eval-every", "500000", "--save-every", "500000", "--log-every", "100"]
     command = [sys.executable, "-m", "offrl.sweep", "--algos", "iql", "--envs", ENV, "--seeds", "0", "1", "--root",
-               str(root), "--dataset-dir", str(minari_dir), "--jobs", "2", "--", *TINY, *endless]  # fmt: skip
+               str(root), "--dataset-dir", str(minari_dir), "--jobs", "2", "--executor", executor,
+               "--jobs-per-task", "2", "--", *TINY, *endless]  # fmt: skip
     run_dirs = [root / "test-pendulum-random-v0" / "iql" / f"seed{seed}" for seed in (0, 1)]
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
