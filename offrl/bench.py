@@ -26,6 +26,7 @@ Usage: python -m offrl.bench                      # every script, every mode thi
        python -m offrl.bench --rounds 3                # modes interleaved, three runs of each
        python -m offrl.bench --paired                  # modes in one process, blocks taking turns: steady ratios
        python -m offrl.bench --profile fql             # torch.profiler table + Chrome trace of FQL's update
+       python -m offrl.bench --scripts iql --modes compile --threads 1 2 --jobs 1 2   # threads per job
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -71,24 +73,18 @@ def read_scalars(run_dir: Path, tag: str) -> dict[int, float]:
     return values
 
 
-def measure(
-    script: str, mode: str, args: argparse.Namespace, dataset_dir: Path, work_dir: Path, round_index: int = 0
-) -> dict:
-    """Run one script in one mode and return its row of the table."""
-    run_dir = work_dir / f"{script}-{mode}-{round_index}"
+def _command(script: str, mode: str, args: argparse.Namespace, dataset_dir: Path, run_dir: Path) -> list[str]:
     total = (args.repeats + 1) * args.steps
-    command = [
+    return [
         sys.executable, str(REPO_ROOT / f"train_{script}.py"), "--device", args.device,
         "--dataset-dir", str(dataset_dir), "--generate-episodes", str(args.episodes),
         "--total-steps", str(total), "--log-every", str(args.steps), "--eval-every", str(total),
         "--eval-episodes", str(args.eval_episodes), "--save-every", str(total), "--run-dir", str(run_dir),
-        *MODE_FLAGS[mode],
+        *MODE_FLAGS[mode], *args.script_flags,
     ]  # fmt: skip
-    start = time.perf_counter()
-    process = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=args.timeout)
-    if process.returncode != 0:
-        tail = "\n".join((process.stdout + process.stderr).strip().splitlines()[-15:])
-        raise RuntimeError(f"train_{script}.py ({mode}) exited {process.returncode}:\n{tail}")
+
+
+def _row(script: str, mode: str, args: argparse.Namespace, run_dir: Path, seconds: float) -> dict:
     results = json.loads((run_dir / "results.json").read_text())
     rates = interval_rates(read_scalars(run_dir, "time/train_seconds"), args.steps)
     return {
@@ -98,8 +94,81 @@ def measure(
         "repeats": [round(r, 2) for r in rates],
         "compile_seconds": results["compile_seconds"],
         "eval_seconds_per_50_episodes": 50 * results["eval_seconds_per_episode"],
-        "run_seconds": time.perf_counter() - start,
+        "run_seconds": seconds,
     }
+
+
+def _failure(script: str, mode: str, returncode: int, output: str) -> RuntimeError:
+    tail = "\n".join(output.strip().splitlines()[-15:])
+    return RuntimeError(f"train_{script}.py ({mode}) exited {returncode}:\n{tail}")
+
+
+def measure(
+    script: str, mode: str, args: argparse.Namespace, dataset_dir: Path, work_dir: Path, round_index: int = 0
+) -> dict:
+    """Run one script in one mode and return its row of the table."""
+    run_dir = work_dir / f"{script}-{mode}-{round_index}"
+    command = _command(script, mode, args, dataset_dir, run_dir)
+    start = time.perf_counter()
+    process = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=args.timeout)
+    if process.returncode != 0:
+        raise _failure(script, mode, process.returncode, process.stdout + process.stderr)
+    return _row(script, mode, args, run_dir, time.perf_counter() - start)
+
+
+def measure_threads(
+    script: str, mode: str, args: argparse.Namespace, dataset_dir: Path, work_dir: Path, threads: int, jobs: int
+) -> dict:
+    """Run `jobs` copies of one script side by side (as `offrl.sweep --jobs` does), each with `threads` torch
+    threads (OMP_NUM_THREADS and MKL_NUM_THREADS); the row gives the median copy's rate and the copies' sum."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    run_dirs = [work_dir / f"{script}-{mode}-t{threads}-j{jobs}-{k}" for k in range(jobs)]
+    start = time.perf_counter()
+    processes = [
+        subprocess.Popen(
+            _command(script, mode, args, dataset_dir, run_dir),
+            cwd=REPO_ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        for run_dir in run_dirs
+    ]
+    outputs = [process.communicate(timeout=args.timeout)[0] for process in processes]
+    seconds = time.perf_counter() - start
+    for process, output in zip(processes, outputs, strict=True):
+        if process.returncode != 0:
+            raise _failure(script, mode, process.returncode, output)
+    rows = [_row(script, mode, args, run_dir, seconds) for run_dir in run_dirs]
+    rates = [row["updates_per_second"] for row in rows]
+    return {
+        **rows[0],
+        "threads": threads,
+        "jobs": jobs,
+        "updates_per_second": statistics.median(rates),
+        "total_updates_per_second": sum(rates),
+        "repeats": [rate for row in rows for rate in row["repeats"]],
+        "compile_seconds": statistics.median(row["compile_seconds"] for row in rows),
+    }
+
+
+def threads_table(rows: list[dict]) -> str:
+    """The --threads rows as a Markdown table, each rate also as a ratio to the same script, mode and job count
+    with one thread."""
+    one = {(r["script"], r["mode"], r["jobs"]): r["updates_per_second"] for r in rows if r["threads"] == 1}
+    lines = [
+        "| script | mode | jobs side by side | threads per job | updates/s per job | vs 1 thread | all jobs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        base = one.get((row["script"], row["mode"], row["jobs"]))
+        ratio = f"{row['updates_per_second'] / base:.2f}x" if base else "-"
+        lines.append(
+            f"| `{row['script']}` | {row['mode']} | {row['jobs']} | {row['threads']} "
+            f"| {row['updates_per_second']:,.1f} | {ratio} | {row['total_updates_per_second']:,.1f} |"
+        )
+    return "\n".join(lines)
 
 
 def pool_rounds(rows: list[dict]) -> dict:
@@ -313,6 +382,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "machine; no evaluation is timed)",
     )  # fmt: skip
     parser.add_argument(
+        "--threads", type=int, nargs="+", default=None,
+        help="instead of the mode table: separate runs with each of these torch thread counts (OMP_NUM_THREADS), "
+        "--jobs copies side by side; what offrl.sweep's default thread count rests on",
+    )  # fmt: skip
+    parser.add_argument(
+        "--jobs", type=int, nargs="+", default=[1],
+        help="with --threads: how many copies of a run train side by side, as offrl.sweep --jobs (default: 1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--script-flags", default="",
+        help="extra flags for every run, one string, e.g. '--hidden-dims 32 32 --batch-size 64' (default: none)",
+    )  # fmt: skip
+    parser.add_argument(
         "--profile", choices=SCRIPTS, default=None,
         help="instead of the table: profile this script's update with torch.profiler (in the first of --modes, "
         "default compile), after --steps updates of warm-up",
@@ -345,6 +427,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("steps", "repeats", "rounds", "episodes", "eval_episodes", "profile_steps"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
+    if any(n <= 0 for n in (args.threads or []) + args.jobs):
+        parser.error("--threads and --jobs must be positive")
+    args.script_flags = shlex.split(args.script_flags)
     return args
 
 
@@ -377,6 +462,34 @@ def paired_rows(script: str, args: argparse.Namespace, dataset_dir: Path, work_d
     return rows
 
 
+def threads_main(args: argparse.Namespace, info: dict) -> int:
+    """`--threads`: every (script, mode, jobs, threads) in turn, the thread counts taking turns innermost."""
+    print(f"threads {args.threads} x jobs side by side {args.jobs}; {args.repeats} repeats x {args.steps} updates")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="offrl-bench-") as work:
+        dataset_dir = Path(args.dataset_dir or Path(work) / "data")
+        for script in args.scripts:
+            for mode in args.modes:
+                for jobs in args.jobs:
+                    for threads in args.threads:
+                        try:
+                            row = measure_threads(script, mode, args, dataset_dir, Path(work), threads, jobs)
+                        except (RuntimeError, subprocess.TimeoutExpired) as error:
+                            print(f"error: {error}", file=sys.stderr)
+                            return 1
+                        rows.append(row)
+                        print(
+                            f"  train_{script}.py {mode:>8} jobs {jobs} threads {threads}: "
+                            f"{row['updates_per_second']:8.1f} updates/s per job",
+                            flush=True,
+                        )
+    print(threads_table(rows))
+    report = {"machine": info, "config": {k: v for k, v in vars(args).items() if k != "output"}, "rows": rows}
+    Path(args.output).write_text(json.dumps(report, indent=2))
+    print(f"written to {args.output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine()
@@ -387,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
             print(profile(args.profile, args.modes[0], args, dataset_dir, Path(work)))
         print(f"written to {args.profile_dir}/{args.profile}-{args.modes[0]}.txt (and .trace.json)")
         return 0
+    if args.threads:
+        return threads_main(args, info)
     if args.paired:
         print(f"paired: {args.repeats} rounds of one {args.steps}-update block per mode, after {args.steps} of warm-up")
     else:

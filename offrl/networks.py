@@ -1,7 +1,8 @@
 """Network building blocks shared by the training scripts.
 
-Conventions (REFERENCE.md, "Shared defaults"): hidden layers are `Linear -> activation [-> LayerNorm]` (LayerNorm
-after the activation, used by critics and values, not by actors); weights use variance-scaling(1, fan_avg, uniform)
+Conventions (those of the FQL authors' JAX code, https://github.com/seohongpark/fql, `utils/networks.py`): hidden
+layers are `Linear -> activation [-> LayerNorm]` (LayerNorm after the activation, used by critics and values, not by
+actors); weights use variance-scaling(1, fan_avg, uniform)
 initialisation, i.e. Xavier/Glorot uniform, and biases start at zero; Gaussian heads start with scale 1e-2.
 
 Shapes: B batch, E ensemble members, D input features, A action dimension.
@@ -171,9 +172,9 @@ class GaussianActor(nn.Module):
         tanh_squash: squash samples with tanh (SAC-style actor); log-probabilities include the tanh correction.
         std: "constant" (log-std fixed at `log_std_init`, IQL's actor) or "state" (a head predicts log-std from the
             state, SAC's actor).
-        log_std_min, log_std_max: clamp range of the log-std (REFERENCE: [-5, 2]).
+        log_std_min, log_std_max: clamp range of the log-std ([-5, 2] as in the FQL code).
         log_std_init: the constant log-std.
-        mean_init_scale: variance-scaling factor of the mean (and log-std) head; 1e-2 as in the reference.
+        mean_init_scale: variance-scaling factor of the mean (and log-std) head; 1e-2 as in the FQL code.
 
     `forward(obs)` returns `(mean, log_std)`, each (B, A), before any tanh.
     """

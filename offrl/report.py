@@ -9,9 +9,10 @@ the same algorithm on the same env (the seed aside). For each group, one row per
     final  the success rate (OGBench; Minari: normalized score) of each seed's last evaluation, mean +- std over seeds
     best   each seed's best evaluation, mean +- std over seeds
 Only finished runs count; unfinished ones are listed below the table. Scores are in percent, as the papers report
-them. The published column holds the numbers of REFERENCE.md: the papers' 5-task domain means and the seed posts'
-single-task results. The curves (one figure per env: the mean over seeds, shaded +- one std) need matplotlib
-(`pip install 'offrl[plot]'`); without it the tables are written and the plots skipped with a note.
+them. The published column holds the papers' 5-task domain means and the single-task results of Ogata's post;
+`SOURCES` names each source in full, and every report ends with that list. The curves (one figure per env: the mean
+over seeds, shaded +- one std) need matplotlib (`pip install 'offrl[plot]'`); without it the tables are written and
+the plots skipped with a note.
 """
 
 from __future__ import annotations
@@ -38,7 +39,17 @@ _NOT_HYPERPARAMETERS = {
 
 _FQL_TABLE = "FQL paper Table 1, 5-task mean"
 _FAN_TABLE = "FAN paper, 5-task mean"
-# (domain, algo) -> (success %, where from). REFERENCE.md: the cube-single row is recalled and still to be checked.
+_OGATA = "Ogata's post"
+SOURCES = {
+    _FQL_TABLE: 'S. Park, Q. Li, S. Levine, "Flow Q-Learning", ICML 2025, https://arxiv.org/abs/2502.02538 (Table 1; '
+    "its IQL and IDQL columns are the paper's runs of those baselines). The cube-single row is still to be checked "
+    "against the paper.",
+    _FAN_TABLE: '"Flow-Anchored Noise-conditioned Q-Learning (FAN)", ICML 2026, https://arxiv.org/abs/2605.01663; '
+    "code https://github.com/brianlsy98/FAN",
+    _OGATA: 'M. Ogata, "Offline RL: SAC+BC, IQL, and Flow Q-Learning" (blog post): one run per algorithm on '
+    "cube-single task 1 and antsoccer-arena task 1, final or best success",
+}
+# (domain, algo) -> (success %, where from)
 PUBLISHED_DOMAIN: dict[tuple[str, str], tuple[str, str]] = {
     **{("cube-single", a): (v, _FQL_TABLE) for a, v in {"iql": "83", "idql": "95", "fql": "96"}.items()},
     **{("cube-double", a): (v, _FQL_TABLE) for a, v in {"iql": "7", "idql": "14-15", "fql": "29"}.items()},
@@ -49,14 +60,14 @@ PUBLISHED_DOMAIN: dict[tuple[str, str], tuple[str, str]] = {
     **{(d, "fan"): (v, _FAN_TABLE) for d, v in {"cube-double": "46", "scene": "58", "puzzle-3x3": "100"}.items()},
     **{(d, "fan"): (v, _FAN_TABLE) for d, v in {"puzzle-4x4": "42", "antsoccer-arena": "60"}.items()},
 }
-# (env name, algo) -> (success %, where from): the seed posts' single-task runs.
+# (env name, algo) -> (success %, where from): Ogata's single-task runs.
 PUBLISHED_TASK: dict[tuple[str, str], tuple[str, str]] = {
-    ("cube-single-play-singletask-task1-v0", "sacbc"): ("88 final", "seed 000"),
-    ("cube-single-play-singletask-task1-v0", "iql"): ("84 final", "seed 000"),
-    ("cube-single-play-singletask-task1-v0", "fql"): ("100 final", "seed 000"),
-    ("antsoccer-arena-navigate-singletask-task1-v0", "sacbc"): ("44 best", "seed 000"),
-    ("antsoccer-arena-navigate-singletask-task1-v0", "iql"): ("32 best", "seed 000, alpha 30"),
-    ("antsoccer-arena-navigate-singletask-task1-v0", "fql"): ("56 best", "seed 000, alpha 3"),
+    ("cube-single-play-singletask-task1-v0", "sacbc"): ("88 final", _OGATA),
+    ("cube-single-play-singletask-task1-v0", "iql"): ("84 final", _OGATA),
+    ("cube-single-play-singletask-task1-v0", "fql"): ("100 final", _OGATA),
+    ("antsoccer-arena-navigate-singletask-task1-v0", "sacbc"): ("44 best", _OGATA),
+    ("antsoccer-arena-navigate-singletask-task1-v0", "iql"): ("32 best", f"{_OGATA}, alpha 30"),
+    ("antsoccer-arena-navigate-singletask-task1-v0", "fql"): ("56 best", f"{_OGATA}, alpha 3"),
 }
 
 
@@ -277,6 +288,9 @@ def markdown(
         for env_name in sorted({group.env_name for group in domain_groups}):
             if env_name in plots:
                 lines += [f"![learning curves on {env_name}]({plots[env_name]})", ""]
+    cited = [name for name in SOURCES if any(name in published(g.env_name, g.algo) for g in groups)]
+    if cited:
+        lines += ["Published numbers:", ""] + [f"- {name}: {SOURCES[name]}" for name in cited] + [""]
     return "\n".join(lines).rstrip() + "\n"
 
 

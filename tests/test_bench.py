@@ -98,3 +98,21 @@ def test_paired_bench_needs_eager():
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2 and "include eager" in result.stderr
+
+
+def test_threads_bench_runs_copies_side_by_side_with_each_thread_count(ogbench_dir, tmp_path):
+    output = tmp_path / "threads.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "offrl.bench", "--scripts", "iql", "--modes", "eager", "--steps", "3",
+         "--repeats", "2", "--episodes", "2", "--eval-episodes", "1", "--threads", "1", "2", "--jobs", "2",
+         "--script-flags", "--hidden-dims 16 16 --batch-size 32", "--dataset-dir", str(ogbench_dir),
+         "--output", str(output)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "| `train_iql.py` | eager | 2 | 2 |" in result.stdout
+    report = json.loads(output.read_text())
+    assert [(row["jobs"], row["threads"]) for row in report["rows"]] == [(2, 1), (2, 2)]
+    for row in report["rows"]:
+        assert len(row["repeats"]) == 4  # two copies of two repeats
+        assert row["total_updates_per_second"] > row["updates_per_second"] > 0

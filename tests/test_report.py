@@ -55,7 +55,8 @@ def test_report_table_values(runs_root, tmp_path):
         f"75.0 ± {statistics.stdev([60, 90]):.1f}",
         f"85.0 ± {statistics.stdev([80, 90]):.1f}",
     ]
-    assert "100 final (this task, seed 000)" in fql[7] and "96 (FQL paper" in fql[7]
+    assert "100 final (this task, Ogata's post)" in fql[7] and "96 (FQL paper" in fql[7]
+    assert '- Ogata\'s post: M. Ogata, "Offline RL: SAC+BC, IQL, and Flow Q-Learning"' in text
     # IQL's two alphas are two configurations; the superseded run does not count
     assert row(text, "task1", "iql", "alpha=10.0")[3:7] == ["1", "1,000", "40.0", "40.0"]
     assert row(text, "task1", "iql", "alpha=30.0")[3:7] == ["1", "1,000", "30.0", "30.0"]

@@ -1,4 +1,4 @@
-"""Behaviour every train_<algo>.py shares (SCRIPTS.md), run as subprocesses the way a user runs them.
+"""Behaviour every train_<algo>.py shares, run as subprocesses the way a user runs them.
 
 End to end on both dataset families (eager and compiled), results.json and TensorBoard contents, resume equal to an
 uninterrupted run, SIGTERM, the NaN guard, bad-input messages and `--help`.

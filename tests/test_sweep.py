@@ -249,3 +249,17 @@ def test_a_thread_count_the_user_set_is_kept(tmp_path, minari_dir, monkeypatch):
     assert sweep.main(["--root", str(tmp_path / "set"), *one_job]) == 0
     (result,) = results_of(tmp_path / "set").values()
     assert result["torch_threads"] == 1
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2 or not hasattr(os, "sched_getaffinity"), reason="needs 2 cores")
+def test_threads_default_to_the_cores_this_process_may_use(tmp_path, minari_dir, monkeypatch):
+    """Without a user setting, a job gets cores / jobs threads, counting the cores of the sweep's CPU affinity
+    (a Slurm task's share), not the machine's."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    one_job = ["--algos", "iql", "--envs", ENV, "--dataset-dir", str(minari_dir), "--jobs", "1", "--", *TINY,
+               "--total-steps", "2", "--eval-every", "2"]  # fmt: skip
+    assert sweep.main(["--root", str(tmp_path / "one-core"), *one_job]) == 0
+    (result,) = results_of(tmp_path / "one-core").values()
+    assert result["torch_threads"] == 1
