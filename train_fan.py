@@ -11,7 +11,7 @@ value Z(s, a) that tracks the upper end over eps of Q. No ODE is integrated anyw
 (alpha1, alpha2) per domain: cube-double (100, 0), scene and puzzle (100, 3), antsoccer (10, 0.1); cube-single has no
 published setting, (100, 0) is the default here. Evaluation acts with clip(f(s, eps)), eps ~ N(0, I).
 
-Paper: "Flow Anchoring and Noise-conditioned Q-learning" (FAN), ICML 2026, https://arxiv.org/abs/2605.01663
+Paper: "Flow-Anchored Noise-conditioned Q-Learning" (FAN), ICML 2026, https://arxiv.org/abs/2605.01663
 Usage: python train_fan.py --env-name cube-double-play-singletask-task2-v0 --alpha1 100 --alpha2 0
 """
 

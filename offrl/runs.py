@@ -655,6 +655,12 @@ def load_checkpoint(path: str | os.PathLike, objects: Mapping[str, Any], device:
     return payload
 
 
+ESTIMATE_AFTER_STEPS = 20
+"""Timed (post-warm-up) steps after which a run estimates how long the rest will take."""
+LONG_RUN_HOURS = 3.0
+"""A run whose estimate exceeds this says so, with `QUICK_RUN_FLAGS`."""
+QUICK_RUN_FLAGS = "--total-steps 20000 --hidden-dims 256 256 --eval-every 5000 --eval-episodes 20"
+
 STOP_WITH_PARENT = "OFFRL_STOP_WITH_PARENT"
 """Environment variable `offrl.sweep` sets to its process id for the jobs it starts (see `_stop_with_parent`)."""
 
@@ -875,10 +881,30 @@ class Run:
                 self._pause()
             else:
                 self.timed_steps += 1
+            if self.timed_steps == ESTIMATE_AFTER_STEPS and not self._warming:
+                self._say_if_long()
             if self._paused:
                 self._interval_start = time.perf_counter()
             self._paused = False
             self._bar.update(1)
+
+    def _say_if_long(self) -> None:
+        """After the first timed steps: if the rest of the run would take more than `LONG_RUN_HOURS` at this speed,
+        say so (the estimate, and the flags of a quick run) once, above the progress bar."""
+        self._pause()  # brings the training clock up to date
+        rate, args = self.steps_per_second, self.args
+        if rate is None:
+            return
+        left = args.total_steps - self.step
+        evaluations = left // args.eval_every + 1
+        per_episode = self.logger.results.get("eval_seconds_per_episode") or 0.0
+        hours = (left / rate + evaluations * args.eval_episodes * per_episode) / 3600
+        if hours > LONG_RUN_HOURS:
+            self._bar.write(
+                f"[{self.algo}] note: at {rate:,.0f} updates/s on {self.device.type}, the remaining {left:,} steps and "
+                f"{evaluations} evaluations take about {hours:,.0f} h. For a quick run: {QUICK_RUN_FLAGS}",
+                file=sys.stderr,
+            )
 
     def _print_resume(self) -> None:
         print(f"[{self.algo}] resuming at step {self.start_step} in {self.run_dir}", flush=True)

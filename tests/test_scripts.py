@@ -204,3 +204,28 @@ def test_the_update_never_reads_a_tensor_back_to_the_host(script, minari_dir, mo
     inside[0] = False
     assert metrics and all(torch.isfinite(value) for value in metrics.values())
     assert reads == [], reads
+
+
+def test_a_run_that_would_take_hours_says_so_with_the_flags_of_a_quick_run(minari_dir, tmp_path):
+    common = ["--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), "--no-compile",
+              "--log-every", "100", *tiny("train_iql.py")]  # fmt: skip
+    short = run_script("train_iql.py", *common, "--total-steps", "40", "--run-dir", str(tmp_path / "short"))
+    assert "note: at" not in short.stderr  # 40 steps take seconds: nothing to say
+    process = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "train_iql.py"), *common, "--total-steps", "1000000000", "--eval-every",
+         "100000000", "--run-dir", str(tmp_path / "long")],
+        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        lines = []
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            line = process.stderr.readline()
+            lines.append(line)
+            if "note: at" in line or not line:
+                break
+        note = lines[-1]
+        assert "updates/s on cpu, the remaining" in note and " h. For a quick run: --total-steps 20000" in note, lines
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=120)

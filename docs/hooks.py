@@ -1,0 +1,46 @@
+"""MkDocs hook: `<!-- presets: train_fql.py -->` becomes that script's PRESETS table, `<!-- published -->` the
+published numbers of `offrl.report`; both are read from the code, so the pages never hold a retyped copy.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_MARKER = re.compile(r"<!-- presets: (train_\w+\.py) -->")
+
+
+def _value(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def presets_table(script: str) -> str:
+    """The script's PRESETS as a Markdown table: env-name pattern, settings, source (later rows win)."""
+    from offrl.runs import import_script
+
+    presets = import_script(REPO_ROOT / script).PRESETS
+    lines = ["| env names matching (from the start) | settings | source |", "|---|---|---|"]
+    for preset in presets:
+        pattern = preset.pattern.replace("|", "\\|")
+        settings = ", ".join(f"`--{k.replace('_', '-')} {_value(v)}`" for k, v in preset.values.items())
+        lines.append(f"| `{pattern}` | {settings} | {preset.source} |")
+    return "\n".join(lines)
+
+
+def published_table() -> str:
+    """`offrl.report`'s published numbers (domain means, then single tasks) and their sources."""
+    from offrl import report
+
+    lines = ["| env or domain | algorithm | success (%) | source |", "|---|---|---|---|"]
+    for (domain, algo), (value, source) in sorted(report.PUBLISHED_DOMAIN.items()):
+        lines.append(f"| {domain} | {algo} | {value} | {source} |")
+    for (env_name, algo), (value, source) in report.PUBLISHED_TASK.items():
+        lines.append(f"| `{env_name}` | {algo} | {value} | {source} |")
+    lines += ["", "Sources:", ""] + [f"- {name}: {text}" for name, text in report.SOURCES.items()]
+    return "\n".join(lines)
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    markdown = _MARKER.sub(lambda match: presets_table(match.group(1)), markdown)
+    return markdown.replace("<!-- published -->", published_table())
