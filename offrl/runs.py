@@ -725,6 +725,7 @@ class Run:
         self.exit_code = 0
         self.last_eval: dict[str, Any] | None = None
         self.video = bool(args.video)
+        self._score_postfix: dict[str, str] = {}
         self.saved_step: int | None = None
         self.train_seconds, self.compile_seconds, self.timed_steps = 0.0, 0.0, 0
         self._lock = None
@@ -967,7 +968,7 @@ class Run:
         values["time/train_seconds"] = self.train_seconds
         if rate is not None:
             values["time/steps_per_second"] = rate
-            self._bar.set_postfix(sps=f"{rate:.0f}", refresh=False)
+            self._bar.set_postfix({"sps": f"{rate:.0f}", **self._score_postfix}, refresh=False)
         self.logger.scalars(step, values)
 
     def evaluate(self, step: int, policy: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
@@ -1004,10 +1005,16 @@ class Run:
         self.last_eval = self.logger.evaluation(
             step, result, wall_time=time.perf_counter() - self._wall_start, seconds=seconds
         )
-        if self._bar is not None:  # the score the dataset family has: success, else normalized score, else return
-            name = next(k for k in ("success", "normalized_score", "return") if self.last_eval[k] is not None)
-            shown = {"normalized_score": "normalized"}.get(name, name)
-            self._bar.set_postfix({"sps": f"{self.steps_per_second or 0:.0f}", shown: f"{self.last_eval[name]:.3f}"})
+        # the score the dataset family has: success, else normalized score, else return; a line per evaluation
+        name = next(k for k in ("success", "normalized_score", "return") if self.last_eval[k] is not None)
+        shown = {"normalized_score": "normalized"}.get(name, name)
+        self._score_postfix = {shown: f"{self.last_eval[name]:.3f}"}
+        line = f"[{self.algo}] step {step:,}: {shown} {self.last_eval[name]:.3f} ({seconds:.0f} s)"
+        if self._bar is not None:
+            self._bar.set_postfix({"sps": f"{self.steps_per_second or 0:.0f}", **self._score_postfix})
+            self._bar.write(line)
+        else:
+            print(line, flush=True)
         return self.last_eval
 
     def save(self, step: int) -> None:

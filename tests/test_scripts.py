@@ -67,6 +67,8 @@ def test_end_to_end_ogbench(script, compile_flag, ogbench_dir, tmp_path):
     run_dir = tmp_path / "run"
     result = run_tiny_ogbench(script, ogbench_dir, run_dir, compile_flag, *tiny(script))
     assert "final score at step 20" in result.stdout and str(run_dir) in result.stdout
+    for step in (0, 10, 20):  # a line per evaluation, with the score the dataset family has
+        assert f"[{algo(script)}] step {step}: success " in result.stdout
     check_results(run_dir, script, "cube-single-play-singletask-task1-v0", [0, 10, 20], ogbench=True)
     scalars = read_scalars(run_dir)
     for tag in (*SCRIPTS[script][0], "time/steps_per_second", "time/train_seconds"):
