@@ -745,7 +745,7 @@ class Run:
         try:
             seed_everything(self.args.seed)
             with self.stop.at_once():
-                self._choose_video_backend()
+                self._settle_gl_backend()
                 self.data = load_data(self.args, self.device)
         except Interrupted as interrupted:
             self._release()
@@ -757,8 +757,9 @@ class Run:
         self._print_first_lines()
         return self
 
-    def _choose_video_backend(self) -> None:
-        """Pick MuJoCo's OpenGL backend before anything imports mujoco; without one, train without video.
+    def _settle_gl_backend(self) -> None:
+        """Settle MuJoCo's OpenGL backend before anything imports mujoco: for --video the first that renders (without
+        one, train without video); otherwise only drop a MUJOCO_GL whose library is missing.
 
         When no backend can work, MUJOCO_GL becomes "disable" for this process: importing mujoco (with OGBench)
         then neither fails (osmesa without libOSMesa) nor sets up a backend that aborts the process later.
