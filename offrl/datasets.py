@@ -42,6 +42,7 @@ from offrl.evaluation import flatten_observation_env, flatten_observations
 __all__ = [
     "DatasetError",
     "OfflineDataset",
+    "d4rl_to_minari",
     "load_dataset",
     "prepare_dataset",
     "sample_batch",
@@ -60,7 +61,8 @@ _EXAMPLES = (
     "  - OGBench single-task: '<domain>-<type>-singletask-task<k>-v0' or '<domain>-<type>-singletask-v0',\n"
     "    e.g. 'cube-single-play-singletask-task1-v0', 'puzzle-3x3-play-singletask-task4-v0'\n"
     "  - Minari dataset ids: '<namespace>/<env>/<dataset>-v<k>',\n"
-    "    e.g. 'mujoco/hopper/medium-v0', 'D4RL/antmaze/medium-play-v1', 'D4RL/pen/human-v2'"
+    "    e.g. 'mujoco/hopper/medium-v0', 'D4RL/antmaze/medium-play-v1', 'D4RL/pen/human-v2'\n"
+    "  - D4RL names, which map to their Minari datasets: e.g. 'hopper-medium-v2', 'antmaze-large-play-v2'"
 )
 
 
@@ -121,6 +123,7 @@ def load_dataset(
     generate_episodes: int | None = None,
     download: bool = True,
     generate_workers: int | None = None,
+    success_timing: str | None = None,
 ) -> OfflineDataset:
     """Load an OGBench single-task dataset or a Minari dataset as transition tensors on `device`.
 
@@ -139,17 +142,24 @@ def load_dataset(
             runs), generated now if missing, instead of the official file.
         download: try the official download when the dataset is not on disk.
         generate_workers: processes for local generation (default: all cores).
+        success_timing: OGBench only: "pre" (OGBench >= 1.2's default: reward, success and termination from the
+            state before the action) or "post" (OGBench 1.1: after it, as in the FQL paper); None: the installed
+            OGBench's default. Recorded as metadata["success_timing"].
     """
     if reward_mode not in REWARD_MODES:
         raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
     if generate_workers is not None and generate_workers < 1:
         raise DatasetError(f"generate_workers must be at least 1, got {generate_workers}.")
+    name = d4rl_to_minari(name) or name
     if "/" in name:
-        if dataset_path is not None or generate_episodes is not None:
-            raise DatasetError(f"dataset_path and generate_episodes apply to OGBench names only, not {name!r}.")
+        if dataset_path is not None or generate_episodes is not None or success_timing is not None:
+            raise DatasetError(
+                f"dataset_path, generate_episodes and success_timing apply to OGBench names only, not {name!r}."
+            )
         return _load_minari(name, dataset_dir, device, reward_mode, download)
+    env_kwargs = ogbench_success_timing_kwargs(success_timing)
     return _load_ogbench(
-        name, dataset_dir, device, reward_mode, dataset_path, generate_episodes, download, generate_workers
+        name, dataset_dir, device, reward_mode, dataset_path, generate_episodes, download, generate_workers, env_kwargs
     )
 
 
@@ -167,6 +177,7 @@ def prepare_dataset(
     """
     if generate_workers is not None and generate_workers < 1:
         raise DatasetError(f"generate_workers must be at least 1, got {generate_workers}.")
+    name = d4rl_to_minari(name) or name
     if "/" in name:
         if generate_episodes is not None:
             raise DatasetError(f"generate_episodes applies to OGBench names only, not {name!r}.")
@@ -182,24 +193,96 @@ def prepare_dataset(
 # OGBench
 
 
-def minari_id_for_d4rl(name: str) -> str | None:
-    """The Minari dataset that stands for a D4RL name, or None: 'hopper-medium-v2' -> 'mujoco/hopper/medium-v0'
-    (re-collected by Minari), 'antmaze-large-play-v2' -> 'D4RL/antmaze/large-play-v1', 'pen-human-v1' ->
-    'D4RL/pen/human-v2', 'kitchen-mixed-v0' -> 'D4RL/kitchen/mixed-v2', 'maze2d-umaze-v1' -> 'D4RL/pointmaze/umaze-v2'.
-    Minari's ports are not byte-identical to the D4RL files."""
-    match = re.fullmatch(r"(?P<env>[a-z0-9]+)-(?P<dataset>[a-z-]+)-v\d+", name)
-    if match is None:
+SUCCESS_TIMINGS = ("pre", "post")
+
+
+def _ogbench_version() -> tuple[int, ...]:
+    from importlib import metadata
+
+    return tuple(int(part) for part in re.findall(r"\d+", metadata.version("ogbench"))[:3])
+
+
+def ogbench_success_timing_kwargs(success_timing: str | None) -> dict[str, str]:
+    """The environment keyword OGBench's single-task environments take for `success_timing` ({} for None, the
+    installed OGBench's default). OGBench 1.1 has no such keyword and always computes 'post'."""
+    if success_timing is None:
+        return {}
+    if success_timing not in SUCCESS_TIMINGS:
+        raise DatasetError(f"success_timing must be 'pre' or 'post', got {success_timing!r}.")
+    if _ogbench_version() < (1, 2):
+        if success_timing == "post":
+            return {}  # OGBench 1.1's only behaviour
+        raise DatasetError("success_timing 'pre' needs ogbench >= 1.2 (pip install -U ogbench); 1.1 computes 'post'.")
+    return {"success_timing": success_timing}
+
+
+def default_success_timing() -> str:
+    """What the installed OGBench's single-task environments do without the keyword: 'pre' since 1.2.0, else 'post'."""
+    return "pre" if _ogbench_version() >= (1, 2) else "post"
+
+
+def _d4rl_ports() -> dict[str, str]:
+    """Every D4RL dataset (name without its -v<k>) that Minari serves, and its Minari id."""
+    ports = {}
+    for env in ("halfcheetah", "hopper", "walker2d", "ant"):  # Minari re-collected these (expert, medium, simple)
+        for dataset in ("medium", "expert"):
+            ports[f"{env}-{dataset}"] = f"mujoco/{env}/{dataset}-v0"
+    for dataset in ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play", "large-diverse"):
+        ports[f"antmaze-{dataset}"] = f"D4RL/antmaze/{dataset}-v1"
+    for env in ("pen", "door", "hammer", "relocate"):
+        for dataset in ("human", "cloned", "expert"):
+            ports[f"{env}-{dataset}"] = f"D4RL/{env}/{dataset}-v2"
+    for dataset in ("complete", "partial", "mixed"):
+        ports[f"kitchen-{dataset}"] = f"D4RL/kitchen/{dataset}-v2"
+    for maze in ("open", "umaze", "medium", "large"):
+        for dense in ("", "-dense"):
+            ports[f"maze2d-{maze}{dense}"] = f"D4RL/pointmaze/{maze}{dense}-v2"
+    return ports
+
+
+D4RL_PORTS = _d4rl_ports()
+"""D4RL dataset name without its version (e.g. 'hopper-medium') -> the Minari dataset that stands for it. Sources:
+the Minari dataset list, https://minari.farama.org (namespaces `mujoco` and `D4RL`); D4RL's names,
+https://github.com/Farama-Foundation/D4RL/wiki/Tasks."""
+D4RL_ENVS = frozenset(name.split("-", 1)[0] for name in D4RL_PORTS)
+
+
+def _closest_d4rl(stem: str) -> str:
+    import difflib
+
+    env = stem.split("-", 1)[0]
+    same_env = [name for name in D4RL_PORTS if name.split("-", 1)[0] == env] or list(D4RL_PORTS)
+    return (difflib.get_close_matches(stem, same_env, n=1, cutoff=0.0) or same_env)[0]
+
+
+def d4rl_to_minari(name: str) -> str | None:
+    """The Minari id standing for a D4RL dataset name ('hopper-medium-v2' -> 'mujoco/hopper/medium-v0',
+    'antmaze-large-play-v2' -> 'D4RL/antmaze/large-play-v1', 'pen-human-v1' -> 'D4RL/pen/human-v2'); None when
+    `name` is not a D4RL name (its first word is no D4RL environment). Any D4RL version maps to the one Minari
+    dataset. A D4RL dataset that Minari does not serve (e.g. 'hopper-medium-replay-v2') raises `DatasetError`
+    naming the closest Minari id. Minari's datasets are not byte-identical to D4RL's (`d4rl_note` says how)."""
+    match = re.fullmatch(r"(?P<stem>[a-z0-9]+(?:-[a-z0-9]+)*)-v\d+", name)
+    if match is None or match["stem"].split("-", 1)[0] not in D4RL_ENVS:
         return None
-    env, dataset = match["env"], match["dataset"]
-    if env in ("halfcheetah", "hopper", "walker2d", "ant"):
-        return f"mujoco/{env}/{dataset}-v0"
-    if env == "antmaze":
-        return f"D4RL/antmaze/{dataset}-v1"
-    if env in ("pen", "door", "hammer", "relocate", "kitchen"):
-        return f"D4RL/{env}/{dataset}-v2"
-    if env == "maze2d":
-        return f"D4RL/pointmaze/{dataset}-v2"
-    return None
+    stem = match["stem"]
+    if stem in D4RL_PORTS:
+        return D4RL_PORTS[stem]
+    closest = _closest_d4rl(stem)
+    raise DatasetError(
+        f"D4RL's {name!r} has no Minari port; the closest Minari dataset is {D4RL_PORTS[closest]!r} (D4RL's "
+        f"'{closest}'). Pass --env-name {D4RL_PORTS[closest]} to train on it."
+    )
+
+
+def d4rl_note(d4rl_name: str, minari_id: str) -> str:
+    """The line a run prints when it resolves a D4RL name to a Minari id."""
+    if minari_id.startswith("mujoco/"):
+        how = (
+            "Minari re-collected it with Gymnasium's v5 MuJoCo environments, so its data and scores differ from D4RL's"
+        )
+    else:
+        how = "Minari's port of the D4RL data, not byte-identical to D4RL's file"
+    return f"D4RL name {d4rl_name} -> Minari dataset {minari_id} ({how})"
 
 
 def _check_widths(data: dict[str, np.ndarray], env: gymnasium.Env, where: str) -> None:
@@ -233,8 +316,11 @@ def parse_ogbench_name(name: str) -> tuple[str, str]:
                 f"agents (one fixed task, with rewards). Add 'singletask' and a task: e.g. "
                 f"'{stem}-singletask-task1-v0' (tasks 1-5), or '{stem}-singletask-v0' for the domain's default task."
             )
-        minari_id = minari_id_for_d4rl(name)
-        hint = f" D4RL datasets are served by Minari now: try '{minari_id}'." if minari_id else ""
+        import difflib
+
+        stem = name.rsplit("-v", 1)[0]
+        close = difflib.get_close_matches(stem, list(D4RL_PORTS), n=1, cutoff=0.8)
+        hint = f" Did you mean D4RL's '{close[0]}' (Minari's {D4RL_PORTS[close[0]]!r})?" if close else ""
         raise DatasetError(f"Unknown dataset name {name!r}.{hint}\n{_EXAMPLES}")
     domain, version = match["domain"], match["version"]
     env_id = f"{domain}-singletask{match['task'] or ''}-{version}"
@@ -343,12 +429,14 @@ def _quiet_ogbench():
         yield
 
 
-def _load_npz_with_ogbench(name: str, train_path: pathlib.Path) -> tuple[gymnasium.Env, dict, dict]:
+def _load_npz_with_ogbench(
+    name: str, train_path: pathlib.Path, env_kwargs: dict[str, Any] | None = None
+) -> tuple[gymnasium.Env, dict, dict]:
     import ogbench
 
     try:
         with _quiet_ogbench():
-            return ogbench.make_env_and_datasets(name, dataset_path=str(train_path))
+            return ogbench.make_env_and_datasets(name, dataset_path=str(train_path), **(env_kwargs or {}))
     except (zipfile.BadZipFile, EOFError, ValueError, KeyError, OSError, IndexError) as error:
         raise DatasetError(
             f"Could not read the OGBench dataset {train_path} (or its -val.npz): the file is corrupt, truncated or "
@@ -366,7 +454,9 @@ def _load_ogbench(
     generate_episodes: int | None,
     download: bool,
     workers: int | None,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> OfflineDataset:
+    env_kwargs = dict(env_kwargs or {})
     dataset_name, env_id = parse_ogbench_name(name)
     directory = pathlib.Path(dataset_dir or OGBENCH_DEFAULT_DIR).expanduser()
     if dataset_path is not None:
@@ -377,7 +467,7 @@ def _load_ogbench(
         train_path, source = _resolve_ogbench_path(dataset_name, directory, generate_episodes, download, workers)
 
     start = time.perf_counter()
-    env, train, val = _load_npz_with_ogbench(name, train_path)
+    env, train, val = _load_npz_with_ogbench(name, train_path, env_kwargs)
     _check_widths(train, env, f"OGBench dataset file {train_path}")
     _check_widths(val, env, f"OGBench dataset file {_val_path(train_path)}")
     mode = "none" if reward_mode == "auto" else reward_mode
@@ -395,6 +485,7 @@ def _load_ogbench(
         "env_id": env_id,
         "reward_mode": mode,
         "reward_scale": scale,
+        "success_timing": env_kwargs.get("success_timing", default_success_timing()),
         "load_seconds": time.perf_counter() - start,
     }
     env.close()
@@ -403,7 +494,7 @@ def _load_ogbench(
         family="ogbench",
         train=train_tensors,
         val=val_tensors,
-        make_env=functools.partial(make_ogbench_env, name),
+        make_env=functools.partial(make_ogbench_env, name, **env_kwargs),
         metadata=metadata,
     )
 

@@ -39,7 +39,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -70,6 +70,9 @@ __all__ = [
     "resolve_device",
     "save_checkpoint",
     "seed_everything",
+    "settle_gl_backend",
+    "software_versions",
+    "git_commit",
     "warmup_calls",
 ]
 
@@ -121,6 +124,10 @@ class RunArgs:
     resume: str | None = None
     """continue an interrupted run in this run directory (or from this checkpoint file, in its directory); its
     settings are the defaults, flags given override them"""
+    success_timing: Literal["pre", "post"] | None = None
+    """OGBench single-task: whether reward, success and termination are computed from the state before the action
+    ('pre', OGBench's default since 1.2.0) or after it ('post', OGBench 1.1, with which the FQL paper's numbers were
+    made); default: the installed OGBench's own"""
     video: bool = False
     """record the first episode of each evaluation to <run_dir>/videos; the OpenGL backend (MUJOCO_GL if set, else
     glfw with a display, egl or osmesa) is tried before training, and without one the run trains without video"""
@@ -202,6 +209,20 @@ class ParsedArgs(NamedTuple):
     presets_applied: dict[str, dict[str, Any]]
     presets_overridden: dict[str, dict[str, Any]]
     resume_changes: dict[str, list[Any]]
+    d4rl_name: str | None = None
+
+
+def _resolve_d4rl(args: Any) -> tuple[Any, str | None]:
+    """args with a D4RL --env-name replaced by its Minari id, and the D4RL name (None when none was given)."""
+    from offrl.datasets import DatasetError, d4rl_to_minari
+
+    try:
+        minari_id = d4rl_to_minari(args.env_name)
+    except DatasetError as error:
+        raise SystemExit(f"error: --env-name: {error}") from None
+    if minari_id is None:
+        return args, None
+    return dataclasses.replace(args, env_name=minari_id), args.env_name
 
 
 def parse_args(
@@ -219,6 +240,7 @@ def parse_args(
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     plain = tyro.cli(args_type, args=argv)  # --help exits here, with the script's own defaults
+    plain, d4rl_name = _resolve_d4rl(plain)  # a D4RL name means its Minari dataset (and that dataset's presets)
     applied: dict[str, dict[str, Any]] = {}
     overridden: dict[str, dict[str, Any]] = {}
     changes: dict[str, list[Any]] = {}
@@ -226,7 +248,7 @@ def parse_args(
         payload = _read_checkpoint(_checkpoint_path(plain.resume))
         # the run directory is where the checkpoint is, wherever the run was started from
         saved = dataclasses.replace(_from_saved(args_type, payload.get("args", {})), run_dir=None, resume=None)
-        args = tyro.cli(args_type, args=argv, default=saved)
+        args, _ = _resolve_d4rl(tyro.cli(args_type, args=argv, default=saved))
         for name in _fields_of(args_type):
             before, after = getattr(saved, name), getattr(args, name)
             if before == after or name in ("resume", "run_dir"):
@@ -244,14 +266,14 @@ def parse_args(
         if unknown:
             raise SystemExit(f"error: PRESETS name {unknown}, which are not fields of {args_type.__name__}.")
         defaults = dataclasses.replace(args_type(), **{name: value for name, (value, _) in chosen.items()})
-        args = tyro.cli(args_type, args=argv, default=defaults)
+        args = dataclasses.replace(tyro.cli(args_type, args=argv, default=defaults), env_name=plain.env_name)
         for name, (value, source) in chosen.items():
             if getattr(args, name) == value:
                 applied[name] = {"value": _jsonable(value), "source": source}
             else:
                 overridden[name] = {"preset": _jsonable(value), "given": _jsonable(getattr(args, name))}
     check_args(args, positive)
-    return ParsedArgs(args, applied, overridden, changes)
+    return ParsedArgs(args, applied, overridden, changes, d4rl_name)
 
 
 def _shown(value: Any) -> str:
@@ -298,6 +320,45 @@ def default_run_dir(env_name: str, algo: str, seed: int, root: str | os.PathLike
     """`runs/<env>__<algo>__<seed>__<YYYYmmdd-HHMMSS>` (slashes in Minari ids become '-')."""
     safe_env = re.sub(r"[^\w.-]+", "-", env_name)
     return pathlib.Path(root) / f"{safe_env}__{algo}__{seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+RECORDED_PACKAGES = ("torch", "numpy", "ogbench", "gymnasium", "gymnasium-robotics", "mujoco", "minari", "offrl")
+"""The packages whose versions every results.json and sweep.json records."""
+
+
+def software_versions() -> dict[str, str | None]:
+    """Python's and `RECORDED_PACKAGES`' installed versions ({name: version, or None when not installed})."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The git commit checked out where `path` (a file or folder) lives: {"commit", "dirty"} (dirty: tracked files
+    differ from the commit), or None outside a git work tree or without git."""
+    import subprocess
+
+    folder = pathlib.Path(path).resolve()
+    folder = folder if folder.is_dir() else folder.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return None
+        status = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "w") -> None:
@@ -509,6 +570,7 @@ def load_data(args: Any, device: torch.device):
             device=device,
             reward_mode=getattr(args, "reward_mode", "auto"),
             generate_episodes=args.generate_episodes,
+            success_timing=getattr(args, "success_timing", None),
         )
     except (DatasetError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
@@ -687,6 +749,39 @@ def _read_status(run_dir: pathlib.Path) -> str | None:
         return None
 
 
+def settle_gl_backend(video: bool, name: str) -> bool:
+    """Settle MuJoCo's OpenGL backend before anything imports mujoco: for `video` the first that renders (without
+    one, go on without video: returns False); otherwise only drop a MUJOCO_GL whose library is missing. `name`
+    prefixes the line printed.
+
+    When no backend can work, MUJOCO_GL becomes "disable" for this process: importing mujoco (with OGBench) then
+    neither fails (osmesa without libOSMesa) nor sets up a backend that aborts the process later.
+    """
+    from offrl.evaluation import choose_gl_backend, missing_gl_library
+
+    if "mujoco" in sys.modules:
+        return video
+    if not video:
+        missing = missing_gl_library()
+        if missing:
+            print(f"[{name}] MUJOCO_GL={os.environ['MUJOCO_GL']} ignored ({missing}); this run renders nothing")
+            os.environ["MUJOCO_GL"] = "disable"
+        return False
+    backend, why = choose_gl_backend()
+    if backend is not None:
+        return True
+    if os.environ.get("MUJOCO_GL"):
+        hint = "unset MUJOCO_GL to let --video try glfw, egl and osmesa, or install the library it needs"
+    else:
+        hint = "install EGL (a GPU driver, or Mesa's libegl1) or OSMesa (libosmesa6)"
+    os.environ["MUJOCO_GL"] = "disable"
+    print(
+        f"[{name}] --video off, going on without it: no OpenGL backend renders here ({why}); {hint}.",
+        file=sys.stderr,
+    )
+    return False
+
+
 class Run:
     """One training run of a script, from its command line to its exit code (see the module docstring).
 
@@ -709,6 +804,7 @@ class Run:
         positive: Sequence[str] = (),
     ) -> None:
         self.algo = algo_name(script)
+        self.script = pathlib.Path(script).resolve()
         self.parsed = parse_args(args_type, presets, argv, positive)
         self.args = args = self.parsed.args
         self.device = resolve_device(args.device)
@@ -744,6 +840,10 @@ class Run:
         self.stop.__enter__()
         try:
             seed_everything(self.args.seed)
+            if self.parsed.d4rl_name:
+                from offrl.datasets import d4rl_note
+
+                print(f"[{self.algo}] {d4rl_note(self.parsed.d4rl_name, self.args.env_name)}", flush=True)
             with self.stop.at_once():
                 self._settle_gl_backend()
                 self.data = load_data(self.args, self.device)
@@ -758,37 +858,7 @@ class Run:
         return self
 
     def _settle_gl_backend(self) -> None:
-        """Settle MuJoCo's OpenGL backend before anything imports mujoco: for --video the first that renders (without
-        one, train without video); otherwise only drop a MUJOCO_GL whose library is missing.
-
-        When no backend can work, MUJOCO_GL becomes "disable" for this process: importing mujoco (with OGBench)
-        then neither fails (osmesa without libOSMesa) nor sets up a backend that aborts the process later.
-        """
-        from offrl.evaluation import choose_gl_backend, missing_gl_library
-
-        if "mujoco" in sys.modules:
-            return
-        if not self.video:
-            missing = missing_gl_library()
-            if missing:
-                print(
-                    f"[{self.algo}] MUJOCO_GL={os.environ['MUJOCO_GL']} ignored ({missing}); this run renders nothing"
-                )
-                os.environ["MUJOCO_GL"] = "disable"
-            return
-        backend, why = choose_gl_backend()
-        if backend is None:
-            self.video = False
-            if os.environ.get("MUJOCO_GL"):
-                hint = "unset MUJOCO_GL to let --video try glfw, egl and osmesa, or install the library it needs"
-            else:
-                hint = "install EGL (a GPU driver, or Mesa's libegl1) or OSMesa (libosmesa6)"
-            os.environ["MUJOCO_GL"] = "disable"
-            print(
-                f"[{self.algo}] --video off, training goes on without it: no OpenGL backend renders here ({why}); "
-                f"{hint}.",
-                file=sys.stderr,
-            )
+        self.video = settle_gl_backend(self.video, self.algo)
 
     def _take_run_dir(self) -> None:
         """Create and lock the run directory; refuse one that holds another run (unless resuming it)."""
@@ -859,15 +929,21 @@ class Run:
             fields = {
                 "presets_applied": self.parsed.presets_applied,
                 "presets_overridden": self.parsed.presets_overridden,
+                "d4rl_name": self.parsed.d4rl_name,
             }
         self.step = self._last_checked = self.start_step
+        made_by = {"versions": software_versions(), "git": git_commit(self.script)}  # what produced this result
+        fields.update(
+            script=str(self.script), success_timing=self.data.metadata.get("success_timing"), **made_by
+        )  # fmt: skip
         self.logger = RunLogger(
             self.run_dir, self.algo, args.env_name, dataclasses.asdict(args),
             resume_step=self.start_step if self.resuming else None, **fields,
         )  # fmt: skip
         segments = [s for s in self.logger.results.get("segments", []) if s["start_step"] < self.start_step]
-        segment = {"start_step": self.start_step, "changed": self.parsed.resume_changes} if self.resuming else {}
-        self.logger.write_results(status="running", segments=[*segments, segment or {"start_step": 0, "changed": {}}])
+        changed = self.parsed.resume_changes if self.resuming else {}
+        segment = {"start_step": self.start_step, "changed": changed, **made_by}
+        self.logger.write_results(status="running", segments=[*segments, segment])
         if self.start_step == 0:
             with self.stop.at_once():
                 self.evaluate(0, agent.policy)

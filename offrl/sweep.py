@@ -376,9 +376,11 @@ def _default_concurrency(jobs_per_gpu: int) -> int:
     return gpus * jobs_per_gpu if gpus else usable_cores()
 
 
-def _record(root: pathlib.Path, argv: list[str], jobs: list[Job]) -> None:
-    """Append this invocation to <root>/sweep.json: command, machine, and the job list (merged by run directory)."""
+def _record(root: pathlib.Path, argv: list[str], jobs: list[Job], scripts_dir: str = ".") -> None:
+    """Append this invocation to <root>/sweep.json: command, machine, library versions, the scripts' git commit, and
+    the job list (merged by run directory)."""
     from offrl.bench import machine
+    from offrl.runs import git_commit, software_versions
 
     path = root / "sweep.json"
     record: dict[str, Any] = {"invocations": [], "jobs": {}}
@@ -387,7 +389,7 @@ def _record(root: pathlib.Path, argv: list[str], jobs: list[Job]) -> None:
             record = json.loads(path.read_text())
     record["invocations"].append(
         {"command": shlex.join(["python", "-m", "offrl.sweep", *argv]), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-         "machine": machine()}
+         "machine": machine(), "versions": software_versions(), "git": git_commit(scripts_dir)}
     )  # fmt: skip
     for job in jobs:
         record["jobs"][os.path.relpath(job.run_dir, root)] = dataclasses.asdict(job)
@@ -563,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
                 + (f"   (presets: {presets})" if presets else "")
             )
         return 0
-    _record(root, argv, jobs)
+    _record(root, argv, jobs, args.scripts_dir)
     if todo:
         _prepare_datasets(args)
         for job in todo:

@@ -119,7 +119,8 @@ def test_official_file_is_preferred(ogbench_dir, tmp_path):
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("halfcheetah-medium-v2", "Unknown dataset name"),
+        ("hafcheetah-medium-v2", "Unknown dataset name"),
+        ("halfcheetah-medium-replay-v2", "no Minari port; the closest Minari dataset is 'mujoco/halfcheetah/medium"),
         ("cube-single-play-v0", "single-task"),
         ("cube-single-play-singletask-task9-v0", "no environment 'cube-single-singletask-task9-v0'"),
         ("mujoco/hopper", "not a valid Minari dataset id"),
@@ -128,7 +129,7 @@ def test_official_file_is_preferred(ogbench_dir, tmp_path):
 def test_bad_names(name, message):
     with pytest.raises(DatasetError, match=message) as info:
         load_dataset(name)
-    if "Unknown" in message or "Minari" in message:
+    if "Unknown" in message or "valid Minari" in message:
         assert "cube-single-play-singletask-task1-v0" in str(info.value)  # lists the accepted families
         assert "mujoco/hopper/medium-v0" in str(info.value)
 
@@ -174,6 +175,7 @@ def minari_dir(tmp_path_factory) -> pathlib.Path:
     # Episodes end by termination (the pole falls) or truncation at 8 steps: both must be handled.
     collect_minari(root, "test/pendulum/random-v0", "InvertedPendulum-v5", 40, max_episode_steps=8)
     collect_minari(root, "mujoco/hopper/random-v0", "Hopper-v5", 8, max_episode_steps=40)
+    collect_minari(root, "mujoco/walker2d/medium-v0", "Walker2d-v5", 3, max_episode_steps=10)
     return root
 
 
@@ -284,9 +286,37 @@ def test_a_dataset_that_does_not_fit_its_environment_is_refused_when_loaded(ogbe
 @pytest.mark.parametrize(
     ("d4rl_name", "minari_id"),
     [("hopper-medium-v2", "mujoco/hopper/medium-v0"), ("antmaze-large-play-v2", "D4RL/antmaze/large-play-v1"),
-     ("pen-human-v1", "D4RL/pen/human-v2"), ("kitchen-mixed-v0", "D4RL/kitchen/mixed-v2")],
+     ("antmaze-umaze-v0", "D4RL/antmaze/umaze-v1"), ("pen-human-v1", "D4RL/pen/human-v2"),
+     ("kitchen-mixed-v0", "D4RL/kitchen/mixed-v2"), ("maze2d-large-dense-v1", "D4RL/pointmaze/large-dense-v2")],
 )  # fmt: skip
-def test_a_d4rl_name_is_answered_with_its_minari_id(d4rl_name, minari_id):
-    with pytest.raises(DatasetError, match="Unknown dataset name") as info:
-        load_dataset(d4rl_name)
-    assert f"try '{minari_id}'" in str(info.value)
+def test_a_d4rl_name_maps_to_its_minari_id(d4rl_name, minari_id):
+    assert datasets.d4rl_to_minari(d4rl_name) == minari_id
+
+
+@pytest.mark.parametrize(
+    ("d4rl_name", "closest"),
+    [("hopper-medium-replay-v2", "mujoco/hopper/medium-v0"), ("walker2d-medium-expert-v2", "mujoco/walker2d/"),
+     ("antmaze-huge-diverse-v2", "D4RL/antmaze/"), ("pen-humans-v1", "D4RL/pen/human-v2")],
+)  # fmt: skip
+def test_an_unknown_d4rl_name_gets_the_closest_minari_id(d4rl_name, closest):
+    with pytest.raises(DatasetError, match="has no Minari port; the closest Minari dataset is") as info:
+        datasets.d4rl_to_minari(d4rl_name)
+    assert f"'{closest}" in str(info.value)
+
+
+def test_names_that_are_not_d4rl_are_left_alone():
+    for name in ("cube-single-play-singletask-task1-v0", "mujoco/hopper/medium-v0", "hoper-medium-v2"):
+        assert datasets.d4rl_to_minari(name) is None
+    with pytest.raises(DatasetError, match="Did you mean D4RL's 'hopper-medium'"):
+        load_dataset("hoper-medium-v2")
+
+
+def test_a_d4rl_name_loads_its_minari_dataset(minari_dir):
+    """Real resolution against a Minari dataset built here: D4RL's name loads the same transitions as the Minari id."""
+    by_d4rl_name = load_dataset("walker2d-medium-v2", dataset_dir=minari_dir)
+    by_minari_id = load_dataset("mujoco/walker2d/medium-v0", dataset_dir=minari_dir)
+    assert by_d4rl_name.name == "mujoco/walker2d/medium-v0"
+    for key in KEYS:
+        torch.testing.assert_close(by_d4rl_name.train[key], by_minari_id.train[key])
+    with pytest.raises(DatasetError, match="closest Minari dataset is 'mujoco/hopper/"):
+        load_dataset("hopper-random-v2", dataset_dir=minari_dir)  # built here as mujoco/hopper/random-v0: no D4RL port

@@ -14,8 +14,9 @@ import sys
 import time
 
 import pytest
+import torch
 
-from tests.helpers import REPO_ROOT, run_script
+from tests.helpers import REPO_ROOT, collect_minari, run_script
 
 TINY = ["--hidden-dims", "16", "16", "--batch-size", "32", "--eval-episodes", "2", "--eval-envs", "2", "--no-compile"]
 
@@ -75,8 +76,10 @@ def test_a_resume_keeps_the_run_identity_and_records_other_changes(minari_dir, t
     assert "warning" in result.stderr and "--lr 0.0003 -> 0.0001" in result.stderr
     done = results(run_dir)
     assert done["status"] == "finished" and done["args"]["lr"] == 1e-4
-    assert done["segments"][0] == {"start_step": 0, "changed": {}}
-    assert done["segments"][-1] == {"start_step": 10, "changed": {"lr": [3e-4, 1e-4], "total_steps": [10, 20]}}
+    first, last = done["segments"][0], done["segments"][-1]
+    assert (first["start_step"], first["changed"]) == (0, {})
+    assert (last["start_step"], last["changed"]) == (10, {"lr": [3e-4, 1e-4], "total_steps": [10, 20]})
+    assert last["versions"]["torch"] == torch.__version__  # each process that trained says what it ran with
 
 
 def test_a_run_directory_holds_one_run(minari_dir, tmp_path):
@@ -322,3 +325,50 @@ def test_the_compiled_fql_update_draws_independent_noises(tmp_path, monkeypatch)
     agent = module.build(module.Args(hidden_dims=(16, 16), batch_size=8), random_data(5, 3, 64), torch.device("cpu"))
     metrics = compile_update(agent.update, True, False, torch.device("cpu"))()
     assert metrics["same/x0_next"].item() == 0.0 and metrics["same/z_x0"].item() == 0.0
+
+
+def test_results_say_what_produced_them(ogbench_dir, tmp_path):
+    """Versions of the libraries that decide a result, the project's git commit, and OGBench's success timing."""
+    from importlib import metadata
+
+    import ogbench  # noqa: F401
+
+    commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    common = ["--dataset-dir", str(ogbench_dir), "--generate-episodes", "2", *TINY, "--total-steps", "2"]
+    run_script("train_iql.py", *common, "--run-dir", str(tmp_path / "default"))
+    run_script("train_iql.py", *common, "--success-timing", "post", "--run-dir", str(tmp_path / "post"))
+    default, post = results(tmp_path / "default"), results(tmp_path / "post")
+    for name in ("torch", "ogbench", "gymnasium", "mujoco", "minari"):
+        assert default["versions"][name] == metadata.version(name)
+    if commit.returncode == 0:  # a git checkout (the tests also run from an unpacked source tree)
+        assert default["git"]["commit"] == commit.stdout.strip()
+    assert default["script"] == str(REPO_ROOT / "train_iql.py")
+    assert default["success_timing"] == "pre" and post["success_timing"] == "post"  # ogbench >= 1.2's default: pre
+    assert post["args"]["success_timing"] == "post" and default["args"]["success_timing"] is None
+
+
+def test_success_timing_reaches_the_evaluation_environment(ogbench_dir):
+    from offrl.datasets import DatasetError, load_dataset
+
+    name = "cube-single-play-singletask-task1-v0"
+    for timing in ("pre", "post"):
+        data = load_dataset(name, dataset_dir=ogbench_dir, generate_episodes=2, success_timing=timing)
+        env = data.make_env()
+        assert env.unwrapped._success_timing == timing and data.metadata["success_timing"] == timing
+        env.close()
+    with pytest.raises(DatasetError, match="success_timing apply to OGBench names only"):
+        load_dataset("test/pendulum/random-v0", success_timing="post")
+
+
+def test_a_d4rl_name_trains_on_its_minari_dataset_with_its_presets(tmp_path):
+    collect_minari(tmp_path / "minari", "mujoco/hopper/medium-v0", "Hopper-v5", 4, max_episode_steps=20)
+    common = ["--dataset-dir", str(tmp_path / "minari"), *TINY, "--total-steps", "2"]
+    result = run_script("train_iql.py", "--env-name", "hopper-medium-v2", *common, "--run-dir", str(tmp_path / "run"))
+    line = "[iql] D4RL name hopper-medium-v2 -> Minari dataset mujoco/hopper/medium-v0 ("
+    assert result.stdout.count(line) == 1 and "differ from D4RL's" in result.stdout
+    done = results(tmp_path / "run")
+    assert done["env_name"] == "mujoco/hopper/medium-v0" and done["d4rl_name"] == "hopper-medium-v2"
+    assert done["presets_applied"]["expectile"]["value"] == 0.7  # the Minari id's (D4RL locomotion) presets
+    refused = run_script("train_iql.py", "--env-name", "hopper-medium-replay-v2", *common, check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "the closest Minari dataset is 'mujoco/hopper/medium-v0'" in refused.stderr

@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from offrl import report, sweep
 from tests.helpers import REPO_ROOT
@@ -88,6 +89,9 @@ def test_local_sweep_runs_every_job_then_a_rerun_starts_none(tmp_path, minari_di
         assert result["args"]["seed"] == int(name[-1]) and result["args"]["total_steps"] == 40
     record = json.loads((root / "sweep.json").read_text())
     assert len(record["jobs"]) == 4 and "offrl.sweep" in record["invocations"][0]["command"]
+    versions = record["invocations"][0]["versions"]
+    assert versions["torch"] == torch.__version__ and {"ogbench", "gymnasium", "mujoco", "minari"} <= set(versions)
+    assert "git" in record["invocations"][0]  # the scripts' commit (None outside a git checkout)
 
     def no_job(*args, **kwargs):
         raise AssertionError("a finished job was started again")

@@ -67,3 +67,25 @@ def test_osmesa_without_libosmesa_is_one_line_with_or_without_video(minari_dir, 
         env={"MUJOCO_GL": "osmesa"},
     )  # fmt: skip
     assert "MUJOCO_GL=osmesa ignored (libOSMesa not found)" in result.stdout and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="headless Linux")
+def test_evaluating_a_checkpoint_records_a_video(minari_dir, tmp_path):
+    """`python -m offrl.evaluate RUN_DIR --video`: the run's episode 0 at the checkpoint, next to the run's videos."""
+    run_dir = tmp_path / "run"
+    run_script(
+        "train_iql.py", "--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), "--no-compile",
+        "--total-steps", "10", "--eval-every", "10", "--run-dir", str(run_dir), *TINY,
+    )  # fmt: skip
+    env = {key: value for key, value in os.environ.items() if key not in ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY")}
+    result = subprocess.run(
+        [sys.executable, "-m", "offrl.evaluate", str(run_dir), "--video", "--episodes", "2", "--seed", "3"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    written = json.loads((run_dir / "evaluations" / "step_10-seed_3-episodes_2.json").read_text())
+    if headless_gl_backend() is not None:
+        assert written["video"] and os.path.getsize(written["video"]) > 0
+        assert written["video"].endswith("videos/evaluate_step_10-seed_3.mp4")
+    else:
+        assert written["video"] is None and "--video off" in result.stderr
