@@ -5,14 +5,19 @@
 
 Reads every `results.json` under the given folders (folders whose name starts with '.' are skipped: the sweep keeps
 superseded runs there). Runs are grouped by env name, algorithm and the hyperparameters that differ between runs of
-the same algorithm on the same env (the seed aside). For each group, one row per domain table:
-    final  the success rate (OGBench; Minari: normalized score) of each seed's last evaluation, mean +- std over seeds
-    best   each seed's best evaluation, mean +- std over seeds
-Only finished runs count; unfinished ones are listed below the table. Scores are in percent, as the papers report
-them. The published column holds the papers' 5-task domain means and the single-task results of Ogata's post;
-`SOURCES` names each source in full, and every report ends with that list. The curves (one figure per env: the mean
-over seeds, shaded +- one std) need matplotlib (`pip install 'offrl[plot]'`); without it the tables are written and
-the plots skipped with a note.
+the same algorithm on the same env (the seed aside). Each run's score is taken three ways (`EVALUATIONS`):
+    final   its last evaluation
+    last 3  the mean of its last three evaluations
+    best    its best evaluation (optimistic)
+Per domain, a first table gives each configuration's mean over the domain's tasks and over the seeds that finished
+every task (the FQL and FAN papers' 5-task means), and the interquartile mean (IQM) of the final scores over all
+(seed, task) runs with its 95% stratified-bootstrap confidence interval (`rliable`, `pip install 'offrl[report]'`);
+a second table has one row per task (mean +- std over seeds). Only finished runs count; unfinished ones are listed
+below the tables. Scores are in percent (OGBench success x 100; Minari: normalized score). The published column
+holds the papers' 5-task domain means and the single-task results of Ogata's post; `SOURCES` names each source in
+full, and every report ends with that list. `curves.csv` holds every evaluation of every run. The curves (one figure
+per env: the mean over seeds, shaded +- one std) need matplotlib (`pip install 'offrl[plot]'`); without it the
+tables are written and the plots skipped with a note.
 """
 
 from __future__ import annotations
@@ -114,6 +119,22 @@ class Group:
 
     def best(self) -> list[float]:
         return [max(score for _, score in run.scores()) for run in self.finished]
+
+    def last3(self) -> list[float]:
+        return [statistics.mean(score for _, score in run.scores()[-3:]) for run in self.finished]
+
+    def by_seed(self, which: str) -> dict[Any, float]:
+        """{seed: that seed's score}, `which` one of `EVALUATIONS` (a seed run twice: its last run counts)."""
+        values = {"final": self.final, "last 3": self.last3, "best": self.best}[which]()
+        return {run.args.get("seed"): value for run, value in zip(self.finished, values, strict=True)}
+
+
+EVALUATIONS = {
+    "final": "each run's last evaluation",
+    "last 3": "the mean of each run's last three evaluations (less noisy than one evaluation)",
+    "best": "each run's best evaluation (optimistic: it selects on the evaluation episodes themselves)",
+}
+"""Which evaluation of a run a column reports."""
 
 
 def domain_of(env_name: str) -> str:
@@ -247,10 +268,113 @@ def settings_summary(runs: list[Run]) -> list[str]:
     return lines
 
 
+@dataclass
+class DomainRow:
+    """One configuration over the tasks of a domain: the (seeds x tasks) score matrices of the seeds every task has."""
+
+    domain: str
+    algo: str
+    variant: str
+    tasks: list[str]
+    seeds: list[Any]
+    scores: dict[str, list[list[float]]]  # evaluation -> [seed][task], percent
+
+
+def domain_rows(groups: list[Group]) -> list[DomainRow]:
+    """Per domain and configuration (algorithm, settings), the scores of the seeds that finished on every task."""
+    by_config: dict[tuple[str, str, str], list[Group]] = defaultdict(list)
+    for group in groups:
+        if group.finished:
+            by_config[(domain_of(group.env_name), group.algo, group.variant)].append(group)
+    rows = []
+    for (domain, algo, variant), task_groups in sorted(by_config.items()):
+        task_groups = sorted(task_groups, key=lambda g: g.env_name)
+        seeds = sorted(set.intersection(*(set(g.by_seed("final")) for g in task_groups)), key=str)
+        if not seeds:
+            continue
+        scores = {which: [[g.by_seed(which)[seed] for g in task_groups] for seed in seeds] for which in EVALUATIONS}
+        rows.append(DomainRow(domain, algo, variant, [g.env_name for g in task_groups], seeds, scores))
+    return rows
+
+
+def mean_over_tasks(matrix: list[list[float]]) -> str:
+    """Mean over tasks and seeds, +- the std over seeds of each seed's mean over tasks ('-' without scores)."""
+    return mean_std([statistics.mean(row) for row in matrix])
+
+
+def iqm_with_ci(matrix: list[list[float]], reps: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """Interquartile mean of a (runs x tasks) score matrix and its 95% stratified-bootstrap confidence interval
+    (runs resampled within each task), with `rliable` (Agarwal et al., "Deep RL at the Edge of the Statistical
+    Precipice", NeurIPS 2021, https://arxiv.org/abs/2108.13264). Returns (iqm, low, high)."""
+    import warnings
+
+    import numpy as np
+    from rliable import library, metrics
+
+    scores = {"x": np.asarray(matrix, dtype=np.float64)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # arch's note on RandomState, which rliable passes
+        point, interval = library.get_interval_estimates(
+            scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps, random_state=np.random.RandomState(seed)
+        )
+    return float(point["x"][0]), float(interval["x"][0, 0]), float(interval["x"][1, 0])
+
+
+def write_curves_csv(runs: list[Run], groups: list[Group], path: pathlib.Path) -> None:
+    """Every evaluation of every run, one row each: where the run is, what it is, the step and its metrics."""
+    import csv
+
+    variant_of = {id(run): group.variant for group in groups for run in group.runs}
+    columns = ["run_dir", "env_name", "domain", "algo", "settings", "seed", "status", "step", "score", "success",
+               "return", "normalized_score", "episode_length", "wall_time"]  # fmt: skip
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(columns)
+        for run in runs:
+            scores = dict(run.scores())
+            for row in sorted(run.evals, key=lambda e: e["step"]):
+                writer.writerow(
+                    [str(run.path), run.env_name, domain_of(run.env_name), run.algo, variant_of.get(id(run), ""),
+                     run.args.get("seed"), run.status, row["step"], scores.get(row["step"]), row.get("success"),
+                     row.get("return"), row.get("normalized_score"), row.get("episode_length"), row.get("wall_time")]
+                )  # fmt: skip
+
+
+def domain_table(rows: list[DomainRow], reps: int, iqm: bool) -> list[str]:
+    """The per-domain table: mean over tasks and seeds of each evaluation, the IQM and its 95% CI, published."""
+    lines = [
+        "| algorithm | settings | tasks | seeds | final (%) | last 3 (%) | best (%) | IQM of final, 95% CI (%) "
+        "| published (%) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if not iqm:
+            interval = "rliable not installed"
+        elif len(row.seeds) * len(row.tasks) < 2:
+            interval = "-"
+        else:
+            point, low, high = iqm_with_ci(row.scores["final"], reps)
+            interval = f"{point:.1f} [{low:.1f}, {high:.1f}]"
+        value, source = PUBLISHED_DOMAIN.get((row.domain, row.algo), ("-", ""))
+        shown = f"{value} ({source})" if source else value
+        lines.append(
+            f"| {row.algo} | {row.variant or 'recommended'} | {len(row.tasks)} | {len(row.seeds)} "
+            f"| {mean_over_tasks(row.scores['final'])} | {mean_over_tasks(row.scores['last 3'])} "
+            f"| {mean_over_tasks(row.scores['best'])} | {interval} | {shown} |"
+        )
+    return lines
+
+
 def markdown(
-    groups: list[Group], runs: list[Run], sweep: dict[str, Any] | None, plots: dict[str, str], title: bool = True
+    groups: list[Group],
+    runs: list[Run],
+    sweep: dict[str, Any] | None,
+    plots: dict[str, str],
+    title: bool = True,
+    reps: int = 10_000,
 ) -> str:
-    """The whole report as Markdown: how it was made, then one table (and the curves) per domain."""
+    """The whole report as Markdown: how it was made, which evaluations it reports, then per domain the mean over
+    its tasks (with the IQM and its confidence interval), one row per task, and the curves."""
     lines = ["## Results", ""] if title else []
     if sweep:
         invocations = sweep.get("invocations", [])
@@ -264,22 +388,43 @@ def markdown(
                 "",
             ]
     lines += settings_summary(runs) + [""]
+    try:
+        import rliable  # noqa: F401
+
+        iqm = True
+    except ImportError:
+        iqm = False
+    ways = "; ".join(f"**{name}**, {meaning}" for name, meaning in EVALUATIONS.items())
+    lines += [f"Scores are percent. A run's score is taken three ways: {ways}."]
+    lines += [
+        "Per domain, the first table averages over its tasks (the papers' 5-task means) and over the seeds that "
+        "finished every task (± the std over seeds of their mean over tasks); its IQM is the interquartile mean of "
+        f"the final scores of all (seed, task) runs, with a 95% stratified-bootstrap confidence interval ({reps:,} "
+        "resamples of the runs within each task; rliable, Agarwal et al. 2021, https://arxiv.org/abs/2108.13264). "
+        "Every run's curve is in `curves.csv`.",
+        "",
+    ]
+    if not iqm:
+        lines += ["IQM and confidence intervals need rliable: `pip install 'offrl[report]'`.", ""]
+    rows = domain_rows(groups)
     by_domain: dict[str, list[Group]] = defaultdict(list)
     for group in groups:
         by_domain[domain_of(group.env_name)].append(group)
     for domain, domain_groups in sorted(by_domain.items()):
+        lines += [f"### {domain}", ""]
+        here = [row for row in rows if row.domain == domain]
+        if here:
+            lines += domain_table(here, reps, iqm) + [""]
         lines += [
-            f"### {domain}",
-            "",
-            "| task | algorithm | settings | seeds | steps | final (%) | best (%) | published (%) |",
-            "|---|---|---|---|---|---|---|---|",
+            "| task | algorithm | settings | seeds | steps | final (%) | last 3 (%) | best (%) | published (%) |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for group in domain_groups:
             steps = sorted({run.scores()[-1][0] for run in group.finished})
             lines.append(
                 f"| {_task_label(group.env_name)} | {group.algo} | {group.variant or 'recommended'} "
                 f"| {len(group.finished)} | {', '.join(f'{s:,}' for s in steps) or '-'} | {mean_std(group.final())} "
-                f"| {mean_std(group.best())} | {published(group.env_name, group.algo)} |"
+                f"| {mean_std(group.last3())} | {mean_std(group.best())} | {published(group.env_name, group.algo)} |"
             )
         unfinished = [run for group in domain_groups for run in group.runs if run not in group.finished]
         lines.append("")
@@ -349,7 +494,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default="report", help="folder for report.md and the plots (default: report)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     parser.add_argument("--readme", default=None, help="also put the report in this README, between its markers")
+    parser.add_argument(
+        "--bootstrap-reps", type=int, default=10_000, help="bootstrap resamples for the IQM's 95%% CI (default 10000)"
+    )
     args = parser.parse_args(argv)
+    if args.bootstrap_reps < 100:
+        parser.error(f"--bootstrap-reps must be at least 100, got {args.bootstrap_reps}")
     missing = [root for root in args.roots if not pathlib.Path(root).is_dir()]
     if missing:
         parser.error(f"no such folder: {', '.join(missing)}")
@@ -370,15 +520,19 @@ def main(argv: list[str] | None = None) -> int:
     sweep_files = [pathlib.Path(root) / "sweep.json" for root in args.roots]
     if len(sweep_files) == 1 and sweep_files[0].is_file():
         sweep = json.loads(sweep_files[0].read_text())
-    text = markdown(groups, runs, sweep, plots)
+    write_curves_csv(runs, groups, output / "curves.csv")
+    text = markdown(groups, runs, sweep, plots, reps=args.bootstrap_reps)
     (output / "report.md").write_text(text)
     print(text)
-    print(f"[report] {len(runs)} runs in {len(groups)} configurations; written to {output / 'report.md'}")
+    print(
+        f"[report] {len(runs)} runs in {len(groups)} configurations; written to {output / 'report.md'} and every "
+        f"evaluation to {output / 'curves.csv'}"
+    )
     if args.readme:
         readme = pathlib.Path(args.readme)
         relative = pathlib.Path(os.path.relpath(output.resolve(), readme.resolve().parent)).as_posix()
         images = {k: f"{relative}/{v}" for k, v in plots.items()}
-        update_readme(readme, markdown(groups, runs, sweep, images, title=False))
+        update_readme(readme, markdown(groups, runs, sweep, images, title=False, reps=args.bootstrap_reps))
         print(f"[report] updated {readme}")
     return 0
 

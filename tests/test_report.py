@@ -3,6 +3,7 @@
 import json
 import statistics
 
+import numpy as np
 import pytest
 
 from offrl import report
@@ -49,19 +50,23 @@ def test_report_table_values(runs_root, tmp_path):
     text = (out / "report.md").read_text()
     fql = row(text, "task1", "fql", "recommended")
     # finals 60 and 90; bests 80 and 90 (percent); the interrupted seed is left out
-    assert fql[3:7] == [
+    # finals 60 and 90; last three 46.7 and 46.7; bests 80 and 90 (percent); the interrupted seed is left out
+    assert fql[3:8] == [
         "2",
         "2,000",
         f"75.0 ± {statistics.stdev([60, 90]):.1f}",
+        "46.7 ± 0.0",
         f"85.0 ± {statistics.stdev([80, 90]):.1f}",
     ]
-    assert "100 final (this task, Ogata's post)" in fql[7] and "96 (FQL paper" in fql[7]
+    assert "100 final (this task, Ogata's post)" in fql[8] and "96 (FQL paper" in fql[8]
     assert '- Ogata\'s post: M. Ogata, "Offline RL: SAC+BC, IQL, and Flow Q-Learning"' in text
     # IQL's two alphas are two configurations; the superseded run does not count
-    assert row(text, "task1", "iql", "alpha=10.0")[3:7] == ["1", "1,000", "40.0", "40.0"]
-    assert row(text, "task1", "iql", "alpha=30.0")[3:7] == ["1", "1,000", "30.0", "30.0"]
+    assert row(text, "task1", "iql", "alpha=10.0")[3:8] == ["1", "1,000", "40.0", "25.0", "40.0"]
+    assert row(text, "task1", "iql", "alpha=30.0")[3:8] == ["1", "1,000", "30.0", "20.0", "30.0"]
     assert "### cube-single" in text and "### scene" in text
     assert row(text, "task2", "fql", "recommended")[5] == "25.0"
+    for which in ("**final**, each run's last evaluation", "**last 3**, the mean of each run's last three", "**best**"):
+        assert which in text  # the report says which evaluation each column is
     assert "fql2" in text and "(interrupted)" in text
     assert "**Reduced scale**: fewer gradient steps than the papers' 1M. Not comparable" in text
     assert (out / f"curves-{TASK1}.png").is_file()
@@ -93,3 +98,73 @@ def test_nothing_to_report(tmp_path, capsys):
     assert "no results.json" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         report.main([str(tmp_path / "missing")])
+
+
+def domain_row(text: str, domain: str, algo: str) -> list[str]:
+    """The row of `algo` in the mean-over-tasks table under `### domain`."""
+    section = text.split(f"### {domain}\n", 1)[1].split("\n### ", 1)[0]
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[:2] == [algo, "recommended"] and cells[2].isdigit():
+            return cells
+    raise AssertionError(f"no {algo} row under {domain} in\n{text}")
+
+
+def test_domain_means_and_an_iqm_whose_interval_is_known(tmp_path):
+    """Two tasks, two seeds: task1's finals are 0 and 100, task2's 50 and 50. Resampling the runs within each task
+    gives task1 (0, 0), (0, 100), (100, 0) or (100, 100) with task2 fixed, so the bootstrap IQM is 25, 50, 50 or 75:
+    the 95% interval is [25, 75] and the IQM of {0, 100, 50, 50} is 50."""
+    root = tmp_path / "runs"
+    for seed, (first, second) in enumerate([(0.0, 0.5), (1.0, 0.5)]):
+        write_run(root, f"t1-{seed}", "fql", "puzzle-3x3-play-singletask-task1-v0", seed, [0.0, 0.2, 0.4, first])
+        write_run(root, f"t2-{seed}", "fql", "puzzle-3x3-play-singletask-task2-v0", seed, [0.0, 0.2, 0.4, second])
+    # seed 9 has no task1: it is in task2's row, not in the mean over tasks
+    write_run(root, "t2-9", "fql", "puzzle-3x3-play-singletask-task2-v0", 9, [0.0, 1.0], total_steps=3000)
+    out = tmp_path / "out"
+    assert report.main([str(root), "--output", str(out), "--no-plots", "--bootstrap-reps", "4000"]) == 0
+    text = (out / "report.md").read_text()
+    cells = domain_row(text, "puzzle-3x3", "fql")
+    # seed means over the tasks: 25 and 75; last three: (20+40+0)/3 and (20+40+50)/3 -> 15, (20+40+100)/3, ...
+    assert cells[2:5] == ["2", "2", f"50.0 ± {statistics.stdev([25, 75]):.1f}"]
+    last3 = [statistics.mean([(20 + 40 + 0) / 3, (20 + 40 + 50) / 3]), statistics.mean([(20 + 40 + 100) / 3, 110 / 3])]
+    assert cells[5] == report.mean_std(last3)
+    assert cells[7] == "50.0 [25.0, 75.0]"
+    assert cells[8] == "30 (FQL paper Table 1, 5-task mean)"
+
+
+def test_the_iqm_agrees_with_a_stratified_bootstrap_written_out(tmp_path):
+    rng = np.random.default_rng(0)
+    finals = rng.uniform(0, 1, size=(4, 5)).round(2)  # 4 seeds x 5 tasks
+    root = tmp_path / "runs"
+    for seed in range(4):
+        for task in range(5):
+            env = f"cube-double-play-singletask-task{task + 1}-v0"
+            write_run(root, f"{seed}-{task}", "fql", env, seed, [0.0, float(finals[seed, task])])
+    point, low, high = report.iqm_with_ci((100 * finals).tolist(), reps=20_000)
+    flat = np.sort(100 * finals.ravel())
+    assert point == pytest.approx(flat[5:15].mean())  # 20 runs: the middle 10
+    # the same interval by hand: resample the 4 seeds within each task, IQM of the 20, 2.5 and 97.5 percentiles
+    picks = rng.integers(0, 4, size=(20_000, 4, 5))
+    resampled = np.take_along_axis(np.broadcast_to(100 * finals, (20_000, 4, 5)), picks, axis=1).reshape(20_000, 20)
+    iqms = np.sort(resampled, axis=1)[:, 5:15].mean(axis=1)
+    assert low == pytest.approx(np.percentile(iqms, 2.5), abs=1.0)
+    assert high == pytest.approx(np.percentile(iqms, 97.5), abs=1.0)
+    out = tmp_path / "out"
+    assert report.main([str(root), "--output", str(out), "--no-plots", "--bootstrap-reps", "20000"]) == 0
+    cells = domain_row((out / "report.md").read_text(), "cube-double", "fql")
+    assert cells[2:4] == ["5", "4"] and cells[7].startswith(f"{point:.1f} [")
+
+
+def test_every_evaluation_of_every_run_is_in_the_csv(runs_root, tmp_path):
+    import csv
+
+    out = tmp_path / "out"
+    assert report.main([str(runs_root), "--output", str(out), "--no-plots"]) == 0
+    with (out / "curves.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 3 + 3 + 2 + 2 + 2 + 2  # every visible run's evaluations, the interrupted one's too
+    fql0 = [r for r in rows if r["run_dir"].endswith("fql0")]
+    assert [(r["step"], r["score"], r["success"]) for r in fql0] == [("0", "0.0", "0.0"), ("1000", "80.0", "0.8"),
+                                                                       ("2000", "60.0", "0.6")]  # fmt: skip
+    assert {r["settings"] for r in rows if r["algo"] == "iql"} == {"alpha=10.0", "alpha=30.0"}
+    assert fql0[0]["domain"] == "cube-single" and fql0[0]["seed"] == "0"
