@@ -39,7 +39,7 @@ README_END = "<!-- offrl.report: end -->"
 # Arguments that never tell two configurations apart.
 _NOT_HYPERPARAMETERS = {
     "seed", "run_dir", "resume", "device", "video", "dataset_dir", "eval_envs", "log_every", "save_every", "compile",
-    "cudagraphs", "env_name", "presets",
+    "cudagraphs", "env_name", "presets", "track", "wandb_project", "wandb_entity",
 }  # fmt: skip
 
 _FQL_TABLE = "FQL paper Table 1, 5-task mean"

@@ -37,6 +37,7 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Annotated, Any, Literal, NamedTuple
@@ -72,6 +73,7 @@ __all__ = [
     "seed_everything",
     "settle_gl_backend",
     "software_versions",
+    "start_tracking",
     "git_commit",
     "warmup_calls",
 ]
@@ -124,6 +126,14 @@ class RunArgs:
     resume: str | None = None
     """continue an interrupted run in this run directory (or from this checkpoint file, in its directory); its
     settings are the defaults, flags given override them"""
+    track: bool = False
+    """log the run to Weights & Biases (pip install 'offrl[track]'): its config, the TensorBoard scalars and the
+    videos; with WANDB_MODE=offline the run is kept on this machine, in <run_dir>/wandb (upload it later with
+    `wandb sync`)"""
+    wandb_project: str = "offrl"
+    """W&B project of --track"""
+    wandb_entity: str | None = None
+    """W&B entity (user or team) of --track; default: your W&B default"""
     success_timing: Literal["pre", "post"] | None = None
     """OGBench single-task: whether reward, success and termination are computed from the state before the action
     ('pre', OGBench's default since 1.2.0) or after it ('post', OGBench 1.1, with which the FQL paper's numbers were
@@ -165,7 +175,7 @@ NETWORK_SIZE_FIELD = re.compile(r"(^|_)(hidden_dims|dims|dim|blocks)$|layer_norm
 # Fields about the bookkeeping, not the optimisation: they may change on resume without a warning.
 BOOKKEEPING = frozenset(
     ("total_steps", "eval_every", "eval_episodes", "eval_envs", "log_every", "save_every", "compile", "cudagraphs",
-     "device", "video", "run_dir", "resume", "dataset_dir", "presets")
+     "device", "video", "run_dir", "resume", "dataset_dir", "presets", "track", "wandb_project", "wandb_entity")
 )  # fmt: skip
 
 
@@ -749,6 +759,40 @@ def _read_status(run_dir: pathlib.Path) -> str | None:
         return None
 
 
+def start_tracking(run_dir: pathlib.Path, algo: str, args: Any, fields: Mapping[str, Any]):
+    """Start (or, for a resumed run, continue) the W&B run of `--track`, CleanRL's way: the config is the args (and
+    `fields`: presets, versions, dataset), the TensorBoard scalars are synced (`sync_tensorboard`), the run's files
+    live in <run_dir>/wandb. The W&B id is the one results.json recorded, so a resumed run continues its W&B run.
+    WANDB_MODE=offline works without a network. One-line `SystemExit` when wandb is missing or cannot start."""
+    try:
+        import wandb
+    except ImportError:
+        raise SystemExit("error: --track needs wandb: pip install 'offrl[track]' (or pip install wandb).") from None
+    try:
+        previous = json.loads((run_dir / "results.json").read_text()).get("wandb_id")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        previous = None
+    config = {**dataclasses.asdict(args), "algo": algo, **_jsonable(dict(fields))}
+    try:
+        return wandb.init(
+            project=args.wandb_project,
+            entity=args.wandb_entity,
+            name=run_dir.name,
+            id=previous or uuid.uuid4().hex[:8],
+            resume="allow",
+            dir=str(run_dir),
+            config=_jsonable(config),
+            sync_tensorboard=True,
+            save_code=True,
+        )
+    except Exception as error:  # noqa: BLE001  (login, network, bad entity: say so in one line)
+        message = " ".join(str(error).split())[:300] or type(error).__name__
+        raise SystemExit(
+            f"error: --track: W&B could not start ({message}). Run `wandb login`, or set WANDB_MODE=offline to keep "
+            "the run on this machine and `wandb sync` it later."
+        ) from None
+
+
 def settle_gl_backend(video: bool, name: str) -> bool:
     """Settle MuJoCo's OpenGL backend before anything imports mujoco: for `video` the first that renders (without
     one, go on without video: returns False); otherwise only drop a MUJOCO_GL whose library is missing. `name`
@@ -821,6 +865,7 @@ class Run:
         self.exit_code = 0
         self.last_eval: dict[str, Any] | None = None
         self.video = bool(args.video)
+        self.tracker = None  # the W&B run of --track
         self._score_postfix: dict[str, str] = {}
         self.saved_step: int | None = None
         self.train_seconds, self.compile_seconds, self.timed_steps = 0.0, 0.0, 0
@@ -936,6 +981,9 @@ class Run:
         fields.update(
             script=str(self.script), success_timing=self.data.metadata.get("success_timing"), **made_by
         )  # fmt: skip
+        if args.track:  # before the TensorBoard writer exists, so that W&B follows it
+            self.tracker = start_tracking(self.run_dir, self.algo, args, {**fields, "dataset": self.data.metadata})
+            fields["wandb_id"] = self.tracker.id
         self.logger = RunLogger(
             self.run_dir, self.algo, args.env_name, dataclasses.asdict(args),
             resume_step=self.start_step if self.resuming else None, **fields,
@@ -1075,6 +1123,10 @@ class Run:
         finally:
             for name, net in nets.items():
                 net.train(training[name])
+        if self.tracker is not None and result["video"] is not None:
+            import wandb
+
+            self.tracker.log({"videos/evaluation": wandb.Video(result["video"]), "global_step": step})
         if self.video and result["video"] is None:  # a backend that failed once is not tried again in this process
             self.video = False
             print(f"[{self.algo}] --video off for the rest of this run (the warning above says why)", file=sys.stderr)
@@ -1159,6 +1211,9 @@ class Run:
                 self._finish_results(status, errors)
                 if status == "interrupted" and self.step == 0 and not self.resuming:
                     self._forget_fresh_run()
+            if self.tracker is not None:
+                self.tracker.summary.update({"status": status})
+                self.tracker.finish(exit_code=self.exit_code)  # after the TensorBoard writer closed: W&B has it all
             self._release()
         for message in messages:
             print(f"\n[{name}] {message}", flush=True)

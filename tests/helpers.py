@@ -52,7 +52,7 @@ def run_script(
 ) -> subprocess.CompletedProcess:
     """Run `python <script> <args>` from the repository root, the way a user would (`env`: extra variables)."""
     pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    env = dict(os.environ, PYTHONPATH=pythonpath, **(env or {}))
+    env = {**os.environ, "PYTHONPATH": pythonpath, **(env or {})}
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / script), *args],
         cwd=REPO_ROOT,
