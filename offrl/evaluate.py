@@ -91,7 +91,7 @@ def load_agent(run_dir: str | pathlib.Path, script: str | None = None, **overrid
             results = json.loads((run_dir / "results.json").read_text())
         except (OSError, json.JSONDecodeError):
             results = {}
-    payload = _read_checkpoint(checkpoint)
+    payload = _read_checkpoint(checkpoint, what="checkpoint")
     algo = results.get("algo") or payload.get("algo")
     if algo is None:
         raise SystemExit(f"error: {run_dir}/results.json is missing or unreadable, so the algorithm is unknown.")

@@ -200,15 +200,15 @@ def _checkpoint_path(resume: str) -> pathlib.Path:
     return path / "checkpoint.pt" if path.is_dir() else path
 
 
-def _read_checkpoint(path: pathlib.Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+def _read_checkpoint(path: pathlib.Path, device: torch.device | str = "cpu", what: str = "--resume") -> dict[str, Any]:
     if not path.is_file():
-        raise SystemExit(f"error: --resume {path}: no such checkpoint file (or run directory with one).")
+        raise SystemExit(f"error: {what} {path}: no such checkpoint file (or run directory with one).")
     try:
         return torch.load(path, map_location=device, weights_only=False)
     except Exception as error:  # noqa: BLE001  (any unreadable file: say which and why, in one line)
         message = str(error).splitlines()[0] if str(error) else ""
         raise SystemExit(
-            f"error: --resume {path}: not a readable checkpoint ({type(error).__name__}: {message})"
+            f"error: {what} {path}: not a readable checkpoint ({type(error).__name__}: {message})"
         ) from None
 
 

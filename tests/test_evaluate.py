@@ -95,6 +95,12 @@ def test_evaluate_refuses_what_it_cannot_use_in_one_line(minari_dir, tmp_path):
         "train_iql.py", "--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), *TINY,
         "--total-steps", "2", "--run-dir", str(run_dir),
     )  # fmt: skip
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    corrupt = python_module("offrl.evaluate", str(tmp_path / "corrupt"), check=False)
+    assert (
+        corrupt.returncode == 1 and "not a readable checkpoint" in corrupt.stderr and "Traceback" not in corrupt.stderr
+    )
     other = python_module("offrl.evaluate", str(run_dir), "--script", str(REPO_ROOT / "train_fql.py"), check=False)
     assert other.returncode == 1 and "does not fit" in other.stderr and "Traceback" not in other.stderr
     flags = python_module("offrl.evaluate", str(run_dir), "--episodes", "0", check=False)
