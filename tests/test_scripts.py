@@ -163,8 +163,9 @@ def test_nan_loss_stops_the_run_naming_the_loss(script, minari_dir, tmp_path):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_bad_input_messages(script, tmp_path):
-    result = run_script(script, "--env-name", "hopper-medium-v2", check=False)
+    result = run_script(script, "--env-name", "hoper-medium-v2", "--run-dir", str(tmp_path / "run"), check=False)
     assert result.returncode == 1 and "Unknown dataset name" in result.stderr and "Traceback" not in result.stderr
+    assert "Did you mean D4RL's 'hopper-medium'" in result.stderr
     result = run_script(script, "--total-steps", "0", check=False)
     assert "--total-steps must be positive" in result.stderr
     result = run_script(script, "--resume", str(tmp_path / "missing.pt"), "--dataset-dir", str(tmp_path),
