@@ -87,7 +87,7 @@ class RunArgs:
     """The command-line fields every `train_<algo>.py` shares; a script's `Args` adds its algorithm's after them."""
 
     env_name: str = "cube-single-play-singletask-task1-v0"
-    """dataset: an OGBench single-task name or a Minari id (e.g. mujoco/hopper/medium-v0)"""
+    """dataset: an OGBench single-task name, a Minari id (mujoco/hopper/medium-v0) or a D4RL name (hopper-medium-v2)"""
     dataset_dir: Annotated[
         str | None, tyro.conf.arg(help_behavior_hint="(default: ~/.ogbench/data for OGBench, Minari's own for Minari)")
     ] = None
