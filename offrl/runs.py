@@ -605,19 +605,25 @@ class Interrupted(KeyboardInterrupt):
         self.signal = signum
 
 
+DUPLICATE_SIGNAL_SECONDS = 1.0
+"""The same signal again within this time of the first is the same stop request, not a second one."""
+
+
 class StopRequest:
     """Context manager: SIGINT (Ctrl-C) and SIGTERM set `self.signal` instead of killing the process.
 
     The training loop checks `stop.requested` once per step (a Python attribute, no device sync), saves a checkpoint
     and `results.json`, and exits. Inside `with stop.at_once():` (work that has no step to stop at: loading or
     generating the dataset, the evaluation before training) a signal raises `Interrupted` right away. A second signal
-    before the stop is reached (e.g. during a long evaluation) interrupts at once (`KeyboardInterrupt`); while the
-    final checkpoint is written (`saving`), further signals are ignored, so that checkpoint is never lost.
+    before the stop is reached (e.g. during a long evaluation) interrupts at once (`KeyboardInterrupt`), except the
+    same signal again within `DUPLICATE_SIGNAL_SECONDS` (one request delivered twice); while the final checkpoint is
+    written (`saving`), further signals are ignored, so that checkpoint is never lost.
     """
 
     def __init__(self) -> None:
         self.signal: int | None = None
         self.saving = False  # while the last checkpoint is written, further signals wait for it
+        self._first_at = 0.0
         self._at_once = False
         self._previous: dict[int, Any] = {}
 
@@ -629,9 +635,12 @@ class StopRequest:
         if self._at_once:
             self.signal = signum
             raise Interrupted(signum)
-        if self.signal is not None and not self.saving:  # second Ctrl-C: give up on what the run is doing
-            raise KeyboardInterrupt
-        self.signal = self.signal or signum
+        if self.signal is not None and not self.saving:
+            if signum == self.signal and time.monotonic() - self._first_at < DUPLICATE_SIGNAL_SECONDS:
+                return  # the same request delivered twice (a dying sweep's SIGTERM can arrive twice): one stop
+            raise KeyboardInterrupt  # a second Ctrl-C: give up on what the run is doing
+        if self.signal is None:
+            self.signal, self._first_at = signum, time.monotonic()
 
     def at_once(self) -> _AtOnce:
         """A context in which a signal raises `Interrupted` at once."""
@@ -1170,9 +1179,9 @@ class Run:
         try:
             if exc_type is None and self.stop.requested and self.step < self.args.total_steps:
                 status, self.exit_code = "interrupted", 128 + self.stop.signal
+                self.stop.saving = True  # from here on, further signals wait for the checkpoint
                 if self.agent is not None and _all_finite(self.agent.nets):
                     try:
-                        self.stop.saving = True
                         self.save(self.step)
                         messages.append(
                             f"interrupted at step {self.step}; checkpoint saved. Continue with --resume {self.run_dir}"

@@ -372,3 +372,23 @@ def test_a_d4rl_name_trains_on_its_minari_dataset_with_its_presets(tmp_path):
     refused = run_script("train_iql.py", "--env-name", "hopper-medium-replay-v2", *common, check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "the closest Minari dataset is 'mujoco/hopper/medium-v0'" in refused.stderr
+
+
+def test_a_signal_delivered_twice_is_one_stop_and_a_second_ctrl_c_stops_at_once(monkeypatch):
+    """A dying sweep's SIGTERM can reach its jobs twice within milliseconds: that must still save a checkpoint. A
+    different second signal (a Ctrl-C after SIGTERM), or the same one later, gives up at once."""
+    import os
+
+    from offrl import runs
+
+    with runs.StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # the same request again
+        assert stop.signal == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(runs, "DUPLICATE_SIGNAL_SECONDS", 0.0)
+    with runs.StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)  # the same signal, but not within the window: a second request
