@@ -42,7 +42,6 @@ class ReplayBuffer:
             for key, value in offline.items()
         }
         self.filled = torch.tensor(float(self.num_offline), device=first.device)
-        self._online = torch.zeros((), device=first.device)  # num_online as a device scalar, for balanced sampling
 
     def __len__(self) -> int:
         return self.num_offline + self.num_online
@@ -59,7 +58,6 @@ class ReplayBuffer:
             self.storage[key][start : start + count] = value
         self.num_online += count
         self.filled.fill_(float(len(self)))
-        self._online.fill_(float(self.num_online))
 
     def sample(self, batch_size: int, balanced: bool = False) -> dict[str, torch.Tensor]:
         """A batch drawn on the device, with replacement: {key: (batch_size, ...)}. Can be called inside a
@@ -74,7 +72,7 @@ class ReplayBuffer:
         else:
             half = batch_size // 2
             offline = self._uniform(half, torch.full((), float(self.num_offline), device=device), device)
-            online = self.num_offline + self._uniform(batch_size - half, self._online, device)
+            online = self.num_offline + self._uniform(batch_size - half, self.filled - self.num_offline, device)
             rows = torch.cat([offline, online])
         return {key: value[rows] for key, value in self.storage.items()}
 
@@ -97,4 +95,3 @@ class ReplayBuffer:
             self.add({key: state[key] for key in self.storage})
         else:
             self.filled.fill_(float(self.num_offline))
-            self._online.fill_(0.0)
