@@ -162,7 +162,7 @@ def build(args: Args, data: OfflineDataset, device: torch.device) -> Agent:
     critic_params, target_params = list(nets["critic"].parameters()), list(nets["target_critic"].parameters())
 
     def update() -> dict[str, torch.Tensor]:
-        loss, metrics = fan_losses(sample_batch(data.train, args.batch_size), nets, args)
+        loss, metrics = fan_losses(data.sample(args.batch_size), nets, args)
         optimizer.zero_grad(set_to_none=False)
         loss.backward()
         optimizer.step()
@@ -179,7 +179,7 @@ def build(args: Args, data: OfflineDataset, device: torch.device) -> Agent:
         return nets["actor"](torch.cat([obs, noise], -1)).clamp(-1.0, 1.0)
 
     state = {**nets, "optimizer": optimizer}
-    return Agent(nets, update, policy, state, validation if data.val is not None else None)
+    return Agent(nets, update, policy, state, validation if data.val is not None else None, explore=policy)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         agent = build(run.args, run.data, run.device)
         update = compile_update(agent.update, run.args.compile, run.args.cudagraphs, run.device)
         for step in run.steps(agent, warmup=warmup_calls(update)):
+            if run.online(step):  # --online-steps: one environment step, its transition into the replay buffer
+                run.act(agent.explore)
             metrics = update()
             if run.log_due(step):
                 run.log(step, metrics, agent.validation)

@@ -56,6 +56,7 @@ class Args(RunArgs):
 
 # Recommended settings per domain, applied to every run (flags given win; --no-presets: off). Every value is the one in
 # the FQL README's list of the exact flags of each published run; where a domain is not listed, the defaults stand.
+# online=True: its offline-to-online runs (--online-steps), where they differ (they train 1M offline steps on D4RL).
 FQL_README = "FQL repository README, https://github.com/seohongpark/fql"
 PRESETS = (
     Preset(r"antsoccer-|humanoidmaze-|antmaze-giant-", {"discount": 0.995}, FQL_README),
@@ -64,12 +65,16 @@ PRESETS = (
     Preset(r"antmaze-(large|giant)-", {"alpha": 10.0, "q_agg": "min"}, FQL_README),
     Preset(r"antsoccer-", {"alpha": 10.0}, FQL_README),
     Preset(r"humanoidmaze-", {"alpha": 30.0}, FQL_README),
-    Preset(r"D4RL/", {"total_steps": 500_000}, FQL_README + " (--offline_steps=500000 on D4RL)"),
+    Preset(r"D4RL/", {"total_steps": 500_000}, FQL_README + " (--offline_steps=500000 on D4RL)", online=False),
     Preset(r"D4RL/antmaze/", {"alpha": 10.0}, FQL_README),
     Preset(r"D4RL/antmaze/large-", {"alpha": 3.0}, FQL_README),
     Preset(r"D4RL/(pen|door|hammer|relocate)/", {"q_agg": "min", "alpha": 30000.0}, FQL_README),
     Preset(r"D4RL/pen/(human|cloned)-|D4RL/hammer/cloned-|D4RL/relocate/human-", {"alpha": 10000.0}, FQL_README),
     Preset(r"D4RL/pen/expert-", {"alpha": 3000.0}, FQL_README),
+    Preset(r"humanoidmaze-", {"alpha": 100.0}, FQL_README + ", offline-to-online", online=True),
+    Preset(r"antsoccer-", {"alpha": 30.0}, FQL_README + ", offline-to-online", online=True),
+    Preset(r"D4RL/(pen|door|hammer)/cloned-", {"alpha": 1000.0}, FQL_README + ", offline-to-online", online=True),
+    Preset(r"D4RL/relocate/cloned-", {"alpha": 10000.0}, FQL_README + ", offline-to-online", online=True),
 )
 
 
@@ -149,7 +154,7 @@ def build(args: Args, data: OfflineDataset, device: torch.device) -> Agent:
     critic_params, target_params = list(nets["critic"].parameters()), list(nets["target_critic"].parameters())
 
     def update() -> dict[str, torch.Tensor]:
-        loss, metrics = fql_losses(sample_batch(data.train, args.batch_size), nets, args)
+        loss, metrics = fql_losses(data.sample(args.batch_size), nets, args)
         optimizer.zero_grad(set_to_none=False)
         loss.backward()
         optimizer.step()
@@ -166,7 +171,7 @@ def build(args: Args, data: OfflineDataset, device: torch.device) -> Agent:
         return nets["actor"](torch.cat([obs, noise], -1)).clamp(-1.0, 1.0)
 
     state = {**nets, "optimizer": optimizer}
-    return Agent(nets, update, policy, state, validation if data.val is not None else None)
+    return Agent(nets, update, policy, state, validation if data.val is not None else None, explore=policy)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         agent = build(run.args, run.data, run.device)
         update = compile_update(agent.update, run.args.compile, run.args.cudagraphs, run.device)
         for step in run.steps(agent, warmup=warmup_calls(update)):
+            if run.online(step):  # --online-steps: one environment step, its transition into the replay buffer
+                run.act(agent.explore)
             metrics = update()
             if run.log_due(step):
                 run.log(step, metrics, agent.validation)

@@ -65,7 +65,7 @@ class Args(RunArgs):
     actor_weight_decay: float = 1e-4
     """AdamW (decoupled) weight decay of the denoiser"""
     actor_cosine_decay: bool = True
-    """cosine decay of the denoiser's learning rate to 0 over total_steps"""
+    """cosine decay of the denoiser's learning rate to 0 over all updates (offline and online)"""
     ema_rate: float = 0.001
     """rate of the denoiser's exponential moving average (the copy that samples), every step"""
     denoiser_hidden_dim: int = 256
@@ -189,20 +189,22 @@ def build(args: Args, data: OfflineDataset, device: torch.device) -> Agent:
     )
     actor_lr = optimizer.param_groups[1]["lr"]
     lr_decay = (
-        CosineDecay(optimizer.param_groups[1], args.actor_lr, args.total_steps) if args.actor_cosine_decay else None
+        CosineDecay(optimizer.param_groups[1], args.actor_lr, args.total_steps + args.online_steps)
+        if args.actor_cosine_decay
+        else None
     )
     critic_params, target_params = list(nets["critic"].parameters()), list(nets["target_critic"].parameters())
     denoiser_params, ema_params = list(nets["denoiser"].parameters()), list(nets["ema_denoiser"].parameters())
 
     def update() -> dict[str, torch.Tensor]:
-        loss, metrics = idql_losses(sample_batch(data.train, args.batch_size), nets, schedule, args)
+        loss, metrics = idql_losses(data.sample(args.batch_size), nets, schedule, args)
         optimizer.zero_grad(set_to_none=False)
         loss.backward()
         optimizer.step()
         polyak_update_(target_params, critic_params, args.tau)  # Qbar <- (1 - tau) Qbar + tau Q
         polyak_update_(ema_params, denoiser_params, args.ema_rate)  # EMA <- (1 - rate) EMA + rate theta
         if lr_decay is not None:
-            lr_decay()  # denoiser lr <- lr0 * (1 + cos(pi * step / total_steps)) / 2
+            lr_decay()  # denoiser lr <- lr0 * (1 + cos(pi * step / (total_steps + online_steps))) / 2
         return {**metrics, "actor/lr": actor_lr.clone()}
 
     def validation() -> dict[str, torch.Tensor]:
@@ -215,9 +217,13 @@ def build(args: Args, data: OfflineDataset, device: torch.device) -> Agent:
     def select(obs: torch.Tensor) -> torch.Tensor:  # evaluation keeps obs (min(eval_envs, eval_episodes), S)
         return select_actions(obs, nets, schedule, action_dim, args)
 
+    def select_online(obs: torch.Tensor) -> torch.Tensor:  # online: one observation (1, S), the same selection
+        return select_actions(obs, nets, schedule, action_dim, args)
+
     policy = compile_update(select, args.compile, args.cudagraphs, device, name="policy")  # one compiled shape
+    explore = compile_update(select_online, args.compile, args.cudagraphs, device, name="explore")
     state = {**nets, "optimizer": optimizer, **({"actor_lr_decay": lr_decay} if lr_decay is not None else {})}
-    return Agent(nets, update, policy, state, validation if data.val is not None else None)
+    return Agent(nets, update, policy, state, validation if data.val is not None else None, explore)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         agent = build(run.args, run.data, run.device)
         update = compile_update(agent.update, run.args.compile, run.args.cudagraphs, run.device)
         for step in run.steps(agent, warmup=warmup_calls(update)):
+            if run.online(step):  # --online-steps: one environment step, its transition into the replay buffer
+                run.act(agent.explore)
             metrics = update()
             if run.log_due(step):
                 run.log(step, metrics, agent.validation)

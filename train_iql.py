@@ -46,7 +46,8 @@ class Args(RunArgs):
     alpha: float = 10.0
     """AWR inverse temperature (exp(alpha * advantage)); with ddpgbc, the BC coefficient. D4RL locomotion: 3"""
     actor_cosine_decay: bool = False
-    """cosine decay of the actor learning rate to 0 over total_steps (the IQL paper's D4RL setting)"""
+    """cosine decay of the actor learning rate to 0 over all updates, offline and online (the IQL paper's D4RL
+    setting)"""
     reward_mode: Literal["auto", "none", "antmaze", "locomotion"] = "auto"
     """reward processing: auto (per dataset family), none, antmaze (r - 1), locomotion (1000 / return range)"""
 
@@ -137,17 +138,18 @@ def build(args: Args, data: OfflineDataset, device: torch.device) -> Agent:
         device,
     )
     actor_lr = optimizer.param_groups[1]["lr"]
-    lr_decay = CosineDecay(optimizer.param_groups[1], args.lr, args.total_steps) if args.actor_cosine_decay else None
+    updates = args.total_steps + args.online_steps
+    lr_decay = CosineDecay(optimizer.param_groups[1], args.lr, updates) if args.actor_cosine_decay else None
     critic_params, target_params = list(nets["critic"].parameters()), list(nets["target_critic"].parameters())
 
     def update() -> dict[str, torch.Tensor]:
-        loss, metrics = iql_losses(sample_batch(data.train, args.batch_size), nets, args)
+        loss, metrics = iql_losses(data.sample(args.batch_size), nets, args)
         optimizer.zero_grad(set_to_none=False)
         loss.backward()
         optimizer.step()
         polyak_update_(target_params, critic_params, args.tau)  # Qbar <- (1 - tau) Qbar + tau Q
         if lr_decay is not None:
-            lr_decay()  # actor lr <- lr0 * (1 + cos(pi * step / total_steps)) / 2
+            lr_decay()  # actor lr <- lr0 * (1 + cos(pi * step / (total_steps + online_steps))) / 2
         return {**metrics, "actor/lr": actor_lr.clone()}
 
     def validation() -> dict[str, torch.Tensor]:
@@ -158,8 +160,11 @@ def build(args: Args, data: OfflineDataset, device: torch.device) -> Agent:
     def policy(obs: torch.Tensor) -> torch.Tensor:
         return nets["actor"].mode(obs).clamp(-1.0, 1.0)
 
+    def explore(obs: torch.Tensor) -> torch.Tensor:  # online: clip(a), a ~ N(mu(s), sigma^2)
+        return nets["actor"].sample(obs)[0].clamp(-1.0, 1.0)
+
     state = {**nets, "optimizer": optimizer, **({"actor_lr_decay": lr_decay} if lr_decay is not None else {})}
-    return Agent(nets, update, policy, state, validation if data.val is not None else None)
+    return Agent(nets, update, policy, state, validation if data.val is not None else None, explore)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         agent = build(run.args, run.data, run.device)
         update = compile_update(agent.update, run.args.compile, run.args.cudagraphs, run.device)
         for step in run.steps(agent, warmup=warmup_calls(update)):
+            if run.online(step):  # --online-steps: one environment step, its transition into the replay buffer
+                run.act(agent.explore)
             metrics = update()
             if run.log_due(step):
                 run.log(step, metrics, agent.validation)

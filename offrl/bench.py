@@ -25,6 +25,7 @@ Usage: python -m offrl.bench                      # every script, every mode thi
        python -m offrl.bench --scripts fql --repeats 5 --steps 500 --output bench.json
        python -m offrl.bench --rounds 3                # modes interleaved, three runs of each
        python -m offrl.bench --paired                  # modes in one process, blocks taking turns: steady ratios
+       python -m offrl.bench --online --modes eager   # online steps/s of fine-tuning (environment step + update)
        python -m offrl.bench --profile fql             # torch.profiler table + Chrome trace of FQL's update
        python -m offrl.bench --scripts iql --modes compile --threads 1 2 --jobs 1 2   # threads per job
 """
@@ -75,10 +76,13 @@ def read_scalars(run_dir: Path, tag: str) -> dict[int, float]:
 
 def _command(script: str, mode: str, args: argparse.Namespace, dataset_dir: Path, run_dir: Path) -> list[str]:
     total = (args.repeats + 1) * args.steps
+    # --online: the warm-up interval is the offline phase, the repeats are online steps
+    phases = ["--total-steps", str(args.steps), "--online-steps", str(total - args.steps)] if args.online else [
+        "--total-steps", str(total)]  # fmt: skip
     return [
         sys.executable, str(REPO_ROOT / f"train_{script}.py"), "--device", args.device,
         "--dataset-dir", str(dataset_dir), "--generate-episodes", str(args.episodes),
-        "--total-steps", str(total), "--log-every", str(args.steps), "--eval-every", str(total),
+        *phases, "--log-every", str(args.steps), "--eval-every", str(total),
         "--eval-episodes", str(args.eval_episodes), "--save-every", str(total), "--run-dir", str(run_dir),
         *MODE_FLAGS[mode], *args.script_flags,
     ]  # fmt: skip
@@ -204,11 +208,11 @@ def machine() -> dict:
     return info
 
 
-def markdown_table(rows: list[dict]) -> str:
+def markdown_table(rows: list[dict], unit: str = "updates/s") -> str:
     """The rows as a Markdown table, with each mode's speed-up over eager for the same script."""
     eager = {row["script"]: row["updates_per_second"] for row in rows if row["mode"] == "eager"}
     lines = [
-        "| script | mode | updates/s (median) | vs eager | compile s | eval s / 50 episodes |",
+        f"| script | mode | {unit} (median) | vs eager | compile s | eval s / 50 episodes |",
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -382,6 +386,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "machine; no evaluation is timed)",
     )  # fmt: skip
     parser.add_argument(
+        "--online", action="store_true",
+        help="time the online phase of fine-tuning instead: --steps offline updates (the warm-up, compilation "
+        "included), then --repeats x --steps online steps, each one environment step and one update; the table "
+        "gives online steps per second (= environment steps per second)",
+    )  # fmt: skip
+    parser.add_argument(
         "--threads", type=int, nargs="+", default=None,
         help="instead of the mode table: separate runs with each of these torch thread counts (OMP_NUM_THREADS), "
         "--jobs copies side by side; what offrl.sweep's default thread count rests on",
@@ -429,6 +439,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if any(n <= 0 for n in (args.threads or []) + args.jobs):
         parser.error("--threads and --jobs must be positive")
+    if args.online and (args.paired or args.profile or args.threads):
+        parser.error("--online times separate runs; it does not combine with --paired, --profile or --threads")
     args.script_flags = shlex.split(args.script_flags)
     return args
 
@@ -441,11 +453,15 @@ def separate_rows(script: str, args: argparse.Namespace, dataset_dir: Path, work
             row = measure(script, mode, args, dataset_dir, work_dir, round_index)
             runs[mode].append(row)
             print(
-                f"  train_{script}.py {mode:>10}: {row['updates_per_second']:8.1f} updates/s "
+                f"  train_{script}.py {mode:>10}: {row['updates_per_second']:8.1f} {_unit(args)} "
                 f"(repeats {row['repeats']}), compile {row['compile_seconds']:.1f} s",
                 flush=True,
             )
     return [pool_rounds(runs[mode]) for mode in args.modes]
+
+
+def _unit(args: argparse.Namespace) -> str:
+    return "online steps/s" if getattr(args, "online", False) else "updates/s"
 
 
 def paired_rows(script: str, args: argparse.Namespace, dataset_dir: Path, work_dir: Path) -> list[dict]:
@@ -505,9 +521,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.paired:
         print(f"paired: {args.repeats} rounds of one {args.steps}-update block per mode, after {args.steps} of warm-up")
     else:
+        what = "online steps (environment step + update)" if args.online else "updates"
         print(
-            f"{args.rounds} round(s) of {args.repeats} repeats x {args.steps} updates after a warm-up of {args.steps}, "
-            "batch 256, default sizes"
+            f"{args.rounds} round(s) of {args.repeats} repeats x {args.steps} {what} after a warm-up of {args.steps} "
+            "updates, batch 256, default sizes"
         )
     rows = []
     with tempfile.TemporaryDirectory(prefix="offrl-bench-") as work:
@@ -521,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
             except SystemExit as error:  # the script refused its arguments or data (paired runs it in-process)
                 print(f"train_{script}.py stopped: {error}", file=sys.stderr)
                 return 1
-    print(paired_table(rows) if args.paired else markdown_table(rows))
+    print(paired_table(rows) if args.paired else markdown_table(rows, _unit(args)))
     report = {"machine": info, "config": {k: v for k, v in vars(args).items() if k != "output"}, "rows": rows}
     Path(args.output).write_text(json.dumps(report, indent=2))
     print(f"written to {args.output}")

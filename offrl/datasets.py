@@ -38,6 +38,7 @@ import torch
 
 from offrl import generate, scores
 from offrl.evaluation import flatten_observation_env, flatten_observations
+from offrl.replay import ReplayBuffer
 
 __all__ = [
     "DatasetError",
@@ -82,6 +83,9 @@ class OfflineDataset:
         make_env: picklable factory of the evaluation environment (flat Box observations).
         metadata: observation_dim, action_dim, max_episode_steps, ref_min_score / ref_max_score (None if unknown),
             source ("official", "generated", "minari", or "file"), path, reward_mode, reward_scale.
+        replay: the replay buffer of offline-to-online fine-tuning (`start_replay`), or None (offline only).
+        balanced_sampling: with a replay buffer, draw half of each batch from the offline transitions and half from
+            the online ones (`offrl.replay.ReplayBuffer.sample`).
     """
 
     name: str
@@ -90,6 +94,8 @@ class OfflineDataset:
     val: dict[str, torch.Tensor] | None
     make_env: Callable[[], gymnasium.Env]
     metadata: dict[str, Any] = field(default_factory=dict)
+    replay: ReplayBuffer | None = None
+    balanced_sampling: bool = False
 
     @property
     def observation_dim(self) -> int:
@@ -101,6 +107,26 @@ class OfflineDataset:
 
     def __len__(self) -> int:
         return int(self.train["observations"].shape[0])
+
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """A training batch on the device, drawn with replacement: {key: (batch_size, ...)}; safe inside a compiled
+        update (no host sync). Uniform over the training transitions; with a replay buffer (`start_replay`), from the
+        buffer: uniform over the offline and online transitions, or half and half with `balanced_sampling`."""
+        if self.replay is None:
+            return sample_batch(self.train, batch_size)
+        return self.replay.sample(batch_size, balanced=self.balanced_sampling)
+
+    def start_replay(self, capacity: int, balanced_sampling: bool = False) -> ReplayBuffer:
+        """Make the replay buffer of fine-tuning: the training transitions and room for `capacity` online ones.
+        `train` then views the buffer's offline rows (the data is not held twice)."""
+        self.replay = ReplayBuffer(self.train, capacity)
+        self.balanced_sampling = balanced_sampling
+        self.train = {key: value[: len(self)] for key, value in self.replay.storage.items()}
+        return self.replay
+
+    def process_rewards(self, rewards: np.ndarray) -> np.ndarray:
+        """The environment's rewards processed as the dataset's were (`reward_mode`): for online transitions."""
+        return process_rewards(rewards, self.metadata.get("reward_mode", "none"), self.metadata.get("reward_scale"))
 
 
 def sample_batch(data: dict[str, torch.Tensor], batch_size: int) -> dict[str, torch.Tensor]:
@@ -659,17 +685,23 @@ def make_minari_env(name: str, dataset_dir: str | None = None, **kwargs: Any) ->
 # Shared processing
 
 
+def process_rewards(rewards: np.ndarray, reward_mode: str, scale: float | None = None) -> np.ndarray:
+    """Rewards (N,) -> float32 (N,): unchanged ("none"), r - 1 ("antmaze"), r * scale ("locomotion")."""
+    rewards = np.asarray(rewards, dtype=np.float32)
+    if reward_mode == "antmaze":
+        return rewards - 1.0
+    if reward_mode == "locomotion":
+        if scale is None:
+            raise ValueError("locomotion reward scaling needs the scale computed from episode returns")
+        return rewards * np.float32(scale)
+    return rewards
+
+
 def _to_tensors(
     data: dict[str, np.ndarray], reward_mode: str, device: str | torch.device, scale: float | None = None
 ) -> tuple[dict[str, torch.Tensor], float | None]:
     """Select the transition keys, process rewards, clip actions and move everything to `device` as float32."""
-    rewards = np.asarray(data["rewards"], dtype=np.float32)
-    if reward_mode == "antmaze":
-        rewards = rewards - 1.0
-    elif reward_mode == "locomotion":
-        if scale is None:
-            raise ValueError("locomotion reward scaling needs the scale computed from episode returns")
-        rewards = rewards * np.float32(scale)
+    rewards = process_rewards(data["rewards"], reward_mode, scale)
     arrays = {
         "observations": data["observations"],
         "actions": np.clip(data["actions"], -ACTION_CLIP, ACTION_CLIP),

@@ -4,7 +4,9 @@ Everything is preallocated on the device when the buffer is made, and the number
 so a compiled (or CUDA-graph captured) update that samples from the buffer sees the same tensors at every step and
 never recompiles as the buffer grows. Sampling follows the FQL repository (https://github.com/seohongpark/fql,
 `main.py`): uniform over every filled row (offline and online together), or, with `balanced=True`, half of each
-batch from the offline rows and half from the online rows.
+batch from the offline rows and half from the online rows (all offline while there are no online rows yet, so the
+same compiled update serves the offline phase too). Row indices are `randint(0, 2^62) % size`, exact integers: the
+modulo bias is below 1e-11 for any size that fits in memory.
 
 Transition tensors as in `offrl.datasets` (N rows, S observation dim, A action dim), all float32:
     observations (N, S), actions (N, A), rewards (N,), next_observations (N, S), masks (N,), terminals (N,)
@@ -29,7 +31,7 @@ class ReplayBuffer:
         capacity: how many online transitions fit (e.g. --online-steps); adding more is an error.
 
     Attributes: storage {key: (N + capacity, ...)}, num_offline, num_online (a Python int), filled (a device scalar,
-    float32: N + num_online).
+    int64: N + num_online).
     """
 
     def __init__(self, offline: Mapping[str, torch.Tensor], capacity: int) -> None:
@@ -41,7 +43,9 @@ class ReplayBuffer:
             key: torch.cat([value, value.new_zeros((self.capacity, *value.shape[1:]))])
             for key, value in offline.items()
         }
-        self.filled = torch.tensor(float(self.num_offline), device=first.device)
+        if self.num_offline == 0:
+            raise ValueError("the replay buffer needs at least one offline transition")
+        self.filled = torch.tensor(self.num_offline, dtype=torch.int64, device=first.device)
 
     def __len__(self) -> int:
         return self.num_offline + self.num_online
@@ -57,30 +61,34 @@ class ReplayBuffer:
         for key, value in transitions.items():
             self.storage[key][start : start + count] = value
         self.num_online += count
-        self.filled.fill_(float(len(self)))
+        self.filled.fill_(len(self))
 
     def sample(self, batch_size: int, balanced: bool = False) -> dict[str, torch.Tensor]:
         """A batch drawn on the device, with replacement: {key: (batch_size, ...)}. Can be called inside a
         `torch.compile`d update: the sizes are device scalars, so growing the buffer does not recompile.
 
         balanced=False: uniform over the filled rows. balanced=True: the first batch_size // 2 rows uniform over the
-        offline transitions, the rest uniform over the online ones (call it only once some exist).
+        offline transitions, the rest uniform over the online ones (over the offline ones while there are none).
         """
         device = self.filled.device
         if not balanced:
             rows = self._uniform(batch_size, self.filled, device)
         else:
             half = batch_size // 2
-            offline = self._uniform(half, torch.full((), float(self.num_offline), device=device), device)
-            online = self.num_offline + self._uniform(batch_size - half, self.filled - self.num_offline, device)
+            offline = self._uniform(half, self.num_offline, device)
+            num_online = self.filled - self.num_offline  # a device scalar: no branch on the host
+            online = torch.where(
+                num_online > 0,
+                self.num_offline + self._uniform(batch_size - half, num_online.clamp(min=1), device),
+                self._uniform(batch_size - half, self.num_offline, device),
+            )
             rows = torch.cat([offline, online])
         return {key: value[rows] for key, value in self.storage.items()}
 
     @staticmethod
-    def _uniform(count: int, size: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """`count` row indices uniform over [0, size): floor(U * size), U ~ U[0, 1), size a device scalar."""
-        scaled = torch.rand(count, device=device) * size
-        return torch.minimum(scaled.long(), (size - 1).long().clamp(min=0))
+    def _uniform(count: int, size: torch.Tensor | int, device: torch.device) -> torch.Tensor:
+        """`count` row indices uniform over [0, size) (size >= 1, an int64 device scalar or an int): (count,) int64."""
+        return torch.randint(0, 2**62, (count,), device=device) % size
 
     def state_dict(self) -> dict[str, torch.Tensor | int]:
         """The online rows and their count (the offline rows come from the dataset again), for a checkpoint."""
@@ -94,4 +102,4 @@ class ReplayBuffer:
         if count:
             self.add({key: state[key] for key in self.storage})
         else:
-            self.filled.fill_(float(self.num_offline))
+            self.filled.fill_(self.num_offline)

@@ -25,6 +25,7 @@ NaN check, checkpoints (`save_checkpoint` / `load_checkpoint`) and exit codes. T
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -101,7 +102,14 @@ class RunArgs:
     device: str = "auto"
     """torch device; auto = cuda when available, else cpu"""
     total_steps: int = 1_000_000
-    """gradient steps"""
+    """offline gradient steps"""
+    online_steps: int = 0
+    """offline-to-online fine-tuning: after the offline steps, this many online steps, each one environment step with
+    the exploration policy and one gradient step on the replay buffer (the dataset plus the online transitions);
+    0 = offline only"""
+    balanced_sampling: bool = False
+    """online phase: draw half of each batch from the dataset and half from the online transitions (default: uniform
+    over both together)"""
     batch_size: int = 256
     """transitions per gradient step"""
     eval_every: int = 100_000
@@ -146,12 +154,15 @@ class RunArgs:
 class Preset(NamedTuple):
     """Recommended settings of one algorithm for the env names that `pattern` matches (`re.match`, from the start).
 
-    values: `{Args field: value}`; source: where the values come from (paper, repository, post, with a link).
+    values: `{Args field: value}`; source: where the values come from (paper, repository, post, with a link);
+    online: None (every run), True (only runs with --online-steps > 0: offline-to-online settings) or False (only
+    offline runs).
     """
 
     pattern: str
     values: dict[str, Any]
     source: str
+    online: bool | None = None
 
 
 def algo_name(script: str | os.PathLike) -> str:
@@ -159,11 +170,12 @@ def algo_name(script: str | os.PathLike) -> str:
     return pathlib.Path(script).stem.removeprefix("train_")
 
 
-def apply_presets(presets: Sequence[Preset], env_name: str) -> dict[str, tuple[Any, str]]:
-    """`{field: (value, source)}` of every preset whose pattern matches `env_name`; later presets win."""
+def apply_presets(presets: Sequence[Preset], env_name: str, online: bool = False) -> dict[str, tuple[Any, str]]:
+    """`{field: (value, source)}` of every preset whose pattern matches `env_name` (and whose `online` is None or
+    equals `online`, whether the run fine-tunes online); later presets win."""
     chosen: dict[str, tuple[Any, str]] = {}
     for preset in presets:
-        if re.match(preset.pattern, env_name):
+        if re.match(preset.pattern, env_name) and preset.online in (None, online):
             chosen.update({name: (value, preset.source) for name, value in preset.values.items()})
     return chosen
 
@@ -175,7 +187,8 @@ NETWORK_SIZE_FIELD = re.compile(r"(^|_)(hidden_dims|dims|dim|blocks)$|layer_norm
 # Fields about the bookkeeping, not the optimisation: they may change on resume without a warning.
 BOOKKEEPING = frozenset(
     ("total_steps", "eval_every", "eval_episodes", "eval_envs", "log_every", "save_every", "compile", "cudagraphs",
-     "device", "video", "run_dir", "resume", "dataset_dir", "presets", "track", "wandb_project", "wandb_entity")
+     "device", "video", "run_dir", "resume", "dataset_dir", "presets", "track", "wandb_project", "wandb_entity",
+     "online_steps")
 )  # fmt: skip
 
 
@@ -271,7 +284,7 @@ def parse_args(
                 )
             changes[name] = [_jsonable(before), _jsonable(after)]
     else:
-        chosen = apply_presets(presets, plain.env_name) if plain.presets else {}
+        chosen = apply_presets(presets, plain.env_name, online=plain.online_steps > 0) if plain.presets else {}
         unknown = sorted(set(chosen) - set(_fields_of(args_type)))
         if unknown:
             raise SystemExit(f"error: PRESETS name {unknown}, which are not fields of {args_type.__name__}.")
@@ -296,6 +309,8 @@ def check_args(args: Any, positive: Sequence[str] = ()) -> None:
     for name in (*counts, *positive):
         if getattr(args, name) <= 0:
             raise SystemExit(f"error: {_flag(name)} must be positive, got {getattr(args, name)}")
+    if getattr(args, "online_steps", 0) < 0:
+        raise SystemExit(f"error: --online-steps must be at least 0, got {args.online_steps}")
     if args.generate_episodes is not None and args.generate_episodes <= 0:
         raise SystemExit(f"error: --generate-episodes must be positive, got {args.generate_episodes}")
     for name in _fields_of(type(args)):
@@ -560,6 +575,7 @@ class Agent(NamedTuple):
     policy: the acting policy at evaluation: observations (B, S) -> actions (B, A) in [-1, 1].
     state: everything a checkpoint holds (networks, optimizer, schedules): {name: object with a state_dict}.
     validation: the losses on a validation batch, () -> {"val/<loss>": scalar tensor}, or None.
+    explore: the acting policy of the online phase, observations (B, S) -> actions (B, A) (None: `policy`).
     """
 
     nets: dict[str, torch.nn.Module]
@@ -567,6 +583,7 @@ class Agent(NamedTuple):
     policy: Callable[[torch.Tensor], torch.Tensor]
     state: dict[str, Any]
     validation: Callable[[], dict[str, torch.Tensor]] | None = None
+    explore: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def load_data(args: Any, device: torch.device):
@@ -703,20 +720,25 @@ def save_checkpoint(path: str | os.PathLike, step: int, objects: Mapping[str, An
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, objects: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike, objects: Mapping[str, Any], device: torch.device, optional: Sequence[str] = ()
+) -> dict[str, Any]:
     """Restore the objects' state dicts and the RNG states saved by `save_checkpoint`; returns the payload.
 
     `path` is a checkpoint file or a run directory holding `checkpoint.pt`. An optimizer keeps its own settings (the
     learning-rate tensors, the same objects, which schedules and captured CUDA graphs hold; weight decay, ...): a
     resume with another `--lr` trains with it. Its state (moments, step counts) comes from the checkpoint. Errors
-    (missing, unreadable, from another algorithm or network size) are one-line `SystemExit`s.
+    (missing, unreadable, from another algorithm or network size) are one-line `SystemExit`s. The `optional` objects
+    may be missing from the checkpoint (e.g. the online phase's, in an offline run's checkpoint): they keep their state.
     """
     path = _checkpoint_path(str(path))
     payload = _read_checkpoint(path, device)
-    missing = set(objects) - set(payload.get("state", {}))
+    missing = set(objects) - set(payload.get("state", {})) - set(optional)
     if missing:
         raise SystemExit(f"error: --resume {path}: checkpoint has no {sorted(missing)} (from another algorithm?)")
     for name, obj in objects.items():
+        if name not in payload["state"]:
+            continue
         # an optimizer's settings (lr tensors, weight decay, ...) are this command line's; its state (moments, step
         # counts) is the checkpoint's. The lr tensors stay the same objects, which schedules and CUDA graphs hold.
         settings = [{k: v for k, v in g.items() if k != "params"} for g in getattr(obj, "param_groups", [])]
@@ -845,7 +867,8 @@ class Run:
         argv: the command line without the program name (default: `sys.argv[1:]`).
         positive: the algorithm's count fields that must be at least 1 (e.g. "flow_steps").
 
-    Attributes: args, device, data (after entering), run_dir, step, start_step, exit_code (after leaving).
+    Attributes: args, device, data (after entering), run_dir, step, start_step, final_step (total_steps +
+    online_steps), online_env (the `offrl.online.OnlineEnv` of the online phase, or None), exit_code (after leaving).
     """
 
     def __init__(
@@ -871,6 +894,9 @@ class Run:
         self.agent: Agent | None = None
         self.stop = StopRequest()
         self.step = self.start_step = 0
+        self.final_step = args.total_steps + args.online_steps
+        self.online_env = None
+        self._checkpointed: dict[str, Any] = {}  # what a checkpoint holds: the agent's state (+ the online phase's)
         self.exit_code = 0
         self.last_eval: dict[str, Any] | None = None
         self.video = bool(args.video)
@@ -878,6 +904,7 @@ class Run:
         self._score_postfix: dict[str, str] = {}
         self.saved_step: int | None = None
         self.train_seconds, self.compile_seconds, self.timed_steps = 0.0, 0.0, 0
+        self.online_seconds, self.online_timed_steps = 0.0, 0
         self._lock = None
         self._bar = None
         self._interval_start: float | None = None
@@ -901,6 +928,8 @@ class Run:
             with self.stop.at_once():
                 self._settle_gl_backend()
                 self.data = load_data(self.args, self.device)
+            if self.args.online_steps:  # the dataset becomes the start of the replay buffer (before build())
+                self.data.start_replay(self.args.online_steps, self.args.balanced_sampling)
         except Interrupted as interrupted:
             self._release()
             print(f"\n[{self.algo}] interrupted while loading the dataset; nothing was trained.", file=sys.stderr)
@@ -960,24 +989,44 @@ class Run:
             )
         data = self.data
         print(f"[{name}] {data.name}: {len(data):,} transitions ({data.metadata['source']}), run dir {self.run_dir}")
+        if self.args.online_steps:
+            sampling = "half dataset, half online" if self.args.balanced_sampling else "uniform over both"
+            print(
+                f"[{name}] {self.args.total_steps:,} offline steps, then {self.args.online_steps:,} online steps "
+                f"(one environment step and one update each; batches {sampling})"
+            )
         sys.stdout.flush()
 
     # ------------------------------------------------------------------------------------------------------------
     # The loop
 
     def steps(self, agent: Agent, warmup: int = 1) -> Iterator[int]:
-        """Yield the steps to train, 1..total_steps (after a resume: from the checkpoint's step + 1).
+        """Yield the steps to train, 1..total_steps + online_steps (after a resume: from the checkpoint's step + 1);
+        the steps after total_steps are the online phase (`online`, `act`).
 
-        Before the first: restores the --resume checkpoint into `agent.state`, opens the logger and evaluates at step 0
-        (a new run). Between steps: the training clock (the first `warmup` steps of this process, which compile or
-        capture the update, are timed apart), the progress bar, and a stop requested by Ctrl-C/SIGTERM.
+        Before the first: makes the online phase's environment (with --online-steps), restores the --resume
+        checkpoint into `agent.state` (and the replay buffer and the episode in progress), opens the logger and
+        evaluates at step 0 (a new run). Between steps: the training clock (the first `warmup` steps of this process,
+        which compile or capture the update, and of the online phase, whose acting policy may compile, are timed
+        apart), the progress bar, and a stop requested by Ctrl-C/SIGTERM.
         """
         self.agent, args = agent, self.args
         self._wall_start = time.perf_counter()  # wall times of the evaluations count from here (data loaded)
         fields: dict[str, Any] = {}
+        self._checkpointed = dict(agent.state)
+        if args.online_steps:
+            from offrl.online import OnlineEnv
+
+            self.online_env = OnlineEnv(
+                self.data.make_env, self.data.replay, self.data.process_rewards, args.seed, self.device
+            )
+            self._checkpointed.update(replay_buffer=self.data.replay, online_env=self.online_env)
         if self.resuming:
-            payload = load_checkpoint(args.resume, agent.state, self.device)
+            payload = load_checkpoint(
+                args.resume, self._checkpointed, self.device, optional=("replay_buffer", "online_env")
+            )
             self.start_step = self.saved_step = payload["step"]
+            self._check_online_resume(payload)
             self._print_resume()
         else:
             fields = {
@@ -1006,31 +1055,68 @@ class Run:
                 self.evaluate(0, agent.policy)
         else:
             self.last_eval = (self.logger.results["evals"] or [None])[-1]
-        self._bar = _progress_bar(args.total_steps, self.start_step, self.algo)
+        self._bar = _progress_bar(self.final_step, self.start_step, self._phase_name(self.start_step + 1))
         self._interval_start = time.perf_counter()
-        while self.step < args.total_steps and not self.stop.requested:
+        while self.step < self.final_step and not self.stop.requested:
             self.step += 1
-            self._paused, self._warming = False, self.step - self.start_step <= warmup
+            if self.step == args.total_steps + 1 and args.online_steps:
+                self._bar.set_description(self._phase_name(self.step), refresh=False)
+            # the first `warmup` steps of this process and of the online phase (whose acting policy may compile)
+            self._warming = self.step - self.start_step <= warmup or 0 < self.step - args.total_steps <= warmup
+            self._paused = False
             yield self.step
             if self._warming:  # compilation is kept out of the throughput
                 self._pause()
+            elif self.online(self.step):
+                self.online_timed_steps += 1
             else:
                 self.timed_steps += 1
-            if self.timed_steps == ESTIMATE_AFTER_STEPS and not self._warming:
+            if not self._warming and self.timed_steps + self.online_timed_steps == ESTIMATE_AFTER_STEPS:
                 self._say_if_long()
             if self._paused:
                 self._interval_start = time.perf_counter()
             self._paused = False
             self._bar.update(1)
 
+    def _phase_name(self, step: int) -> str:
+        if not self.args.online_steps:
+            return self.algo
+        return f"{self.algo} {'online' if self.online(step) else 'offline'}"
+
+    def _check_online_resume(self, payload: Mapping[str, Any]) -> None:
+        """Refuse a resume whose online phase would not continue where it stopped (a changed --total-steps)."""
+        if self.online_env is None:
+            return
+        taken = self.online_env.env_steps if "online_env" in payload["state"] else 0
+        if taken != max(0, self.start_step - self.args.total_steps):
+            saved = payload.get("args", {}).get("total_steps")
+            raise SystemExit(
+                f"error: --resume {self.run_dir}: the checkpoint of step {self.start_step} has {taken:,} online "
+                f"steps, which does not fit --total-steps {self.args.total_steps:,} (the run had {saved}); resume "
+                f"with --total-steps {saved} and the --online-steps you want."
+            )
+
+    def online(self, step: int) -> bool:
+        """Whether `step` is in the online phase (after the --total-steps offline steps): act before updating."""
+        return step > self.args.total_steps
+
+    def act(self, explore: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """The online step's interaction, before its update: `explore` (observations (1, S) -> actions (1, A), the
+        networks in eval mode) acts once in the environment; the transition joins the replay buffer, and an episode
+        that ends is logged (TensorBoard `online/*`, results.json `online_episodes`)."""
+        with _eval_mode(self.agent.nets):
+            finished = self.online_env.step(explore)
+        if finished is not None:
+            self.logger.online_episode(self.step, self.online_env.episode - 1, finished)
+
     def _say_if_long(self) -> None:
         """After the first timed steps: if the rest of the run would take more than `LONG_RUN_HOURS` at this speed,
         say so (the estimate, and the flags of a quick run) once, above the progress bar."""
         self._pause()  # brings the training clock up to date
-        rate, args = self.steps_per_second, self.args
+        rate, args = self.online_steps_per_second or self.steps_per_second, self.args
         if rate is None:
             return
-        left = args.total_steps - self.step
+        left = self.final_step - self.step
         evaluations = left // args.eval_every + 1
         per_episode = self.logger.results.get("eval_seconds_per_episode") or 0.0
         hours = (left / rate + evaluations * args.eval_episodes * per_episode) / 3600
@@ -1058,10 +1144,12 @@ class Run:
         return step % self.args.log_every == 0 or self.eval_due(step) or self.save_due(step)
 
     def eval_due(self, step: int) -> bool:
-        return step % self.args.eval_every == 0 or step == self.args.total_steps
+        """Every --eval-every steps, at the end of the offline phase and at the end."""
+        return step % self.args.eval_every == 0 or step in (self.args.total_steps, self.final_step)
 
     def save_due(self, step: int) -> bool:
-        return step % self.args.save_every == 0 or step == self.args.total_steps
+        """Every --save-every steps, at the end of the offline phase and at the end."""
+        return step % self.args.save_every == 0 or step in (self.args.total_steps, self.final_step)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -1075,14 +1163,22 @@ class Run:
         seconds = time.perf_counter() - self._interval_start
         if self._warming:
             self.compile_seconds += seconds
+        elif self.online(self.step):
+            self.online_seconds += seconds
         else:
             self.train_seconds += seconds
         self._paused = True
 
     @property
     def steps_per_second(self) -> float | None:
-        """Training updates per second so far, compilation, evaluation and logging excluded (None before any)."""
+        """Offline updates per second so far, compilation, evaluation and logging excluded (None before any)."""
         return self.timed_steps / self.train_seconds if self.timed_steps and self.train_seconds > 0 else None
+
+    @property
+    def online_steps_per_second(self) -> float | None:
+        """Online steps (environment step + update) per second so far, as `steps_per_second` (None before any)."""
+        seconds, count = self.online_seconds, self.online_timed_steps
+        return count / seconds if count and seconds > 0 else None
 
     def log(
         self,
@@ -1098,11 +1194,17 @@ class Run:
         self._last_checked = step
         if validation is not None and self.data.val is not None:
             values.update({name: value.item() for name, value in validation().items()})
-        rate = self.steps_per_second
-        values["time/train_seconds"] = self.train_seconds
+        rate, online_rate = self.steps_per_second, self.online_steps_per_second
+        values["time/train_seconds"] = self.train_seconds + self.online_seconds
         if rate is not None:
             values["time/steps_per_second"] = rate
-            self._bar.set_postfix({"sps": f"{rate:.0f}", **self._score_postfix}, refresh=False)
+        if online_rate is not None:
+            values["time/online_steps_per_second"] = online_rate
+        if self.online_env is not None:
+            values["online/env_steps"] = self.online_env.env_steps
+        shown = online_rate if self.online(step) else rate
+        if shown is not None:
+            self._bar.set_postfix({"sps": f"{shown:.0f}", **self._score_postfix}, refresh=False)
         self.logger.scalars(step, values)
 
     def evaluate(self, step: int, policy: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
@@ -1114,11 +1216,8 @@ class Run:
         args, data = self.args, self.data
         start = time.perf_counter()
         nets = self.agent.nets if self.agent is not None else {}
-        training = {name: net.training for name, net in nets.items()}
-        for net in nets.values():
-            net.eval()
         ref = data.metadata.get("ref_min_score"), data.metadata.get("ref_max_score")
-        try:
+        with _eval_mode(nets):
             result = evaluate(
                 policy,
                 data.make_env,
@@ -1129,9 +1228,6 @@ class Run:
                 ref_scores=ref if ref[0] is not None else None,
                 video_path=self.run_dir / "videos" / f"step_{step}.mp4" if self.video else None,
             )
-        finally:
-            for name, net in nets.items():
-                net.train(training[name])
         if self.tracker is not None and result["video"] is not None:
             import wandb
 
@@ -1140,28 +1236,35 @@ class Run:
             self.video = False
             print(f"[{self.algo}] --video off for the rest of this run (the warning above says why)", file=sys.stderr)
         seconds = time.perf_counter() - start
+        phase: dict[str, Any] = {}
+        if args.online_steps:
+            online = self.online(step)
+            phase = {"phase": "online" if online else "offline", "env_steps": max(0, step - args.total_steps)}
         self.last_eval = self.logger.evaluation(
-            step, result, wall_time=time.perf_counter() - self._wall_start, seconds=seconds
+            step, result, wall_time=time.perf_counter() - self._wall_start, seconds=seconds, **phase
         )
         # the score the dataset family has: success, else normalized score, else return; a line per evaluation
         name = next(k for k in ("success", "normalized_score", "return") if self.last_eval[k] is not None)
         shown = {"normalized_score": "normalized"}.get(name, name)
         self._score_postfix = {shown: f"{self.last_eval[name]:.3f}"}
-        line = f"[{self.algo}] step {step:,}: {shown} {self.last_eval[name]:.3f} ({seconds:.0f} s)"
+        where = f" (online, {phase['env_steps']:,} env steps)" if phase.get("phase") == "online" else ""
+        line = f"[{self.algo}] step {step:,}{where}: {shown} {self.last_eval[name]:.3f} ({seconds:.0f} s)"
         if self._bar is not None:
-            self._bar.set_postfix({"sps": f"{self.steps_per_second or 0:.0f}", **self._score_postfix})
+            rate = self.online_steps_per_second if self.online(step) else self.steps_per_second
+            self._bar.set_postfix({"sps": f"{rate or 0:.0f}", **self._score_postfix})
             self._bar.write(line)
         else:
             print(line, flush=True)
         return self.last_eval
 
     def save(self, step: int) -> None:
-        """Write the checkpoint (`agent.state`, RNG states, step and args) atomically to <run_dir>/checkpoint.pt."""
+        """Write the checkpoint (`agent.state`, in the online phase's runs also the replay buffer's online rows and
+        the episode in progress; RNG states, step and args) atomically to <run_dir>/checkpoint.pt."""
         self._pause()
         if not _all_finite(self.agent.nets):  # metrics are read before the last update: check what is saved too
             raise NonFiniteLossError(f"the networks' parameters became non-finite by step {step}.")
         save_checkpoint(
-            self.run_dir / "checkpoint.pt", step, self.agent.state, run_dir=str(self.run_dir),
+            self.run_dir / "checkpoint.pt", step, self._checkpointed or self.agent.state, run_dir=str(self.run_dir),
             args=dataclasses.asdict(self.args),
         )  # fmt: skip
         self.saved_step = step
@@ -1177,7 +1280,7 @@ class Run:
             else "no checkpoint had been saved yet"
         )  # fmt: skip
         try:
-            if exc_type is None and self.stop.requested and self.step < self.args.total_steps:
+            if exc_type is None and self.stop.requested and self.step < self.final_step:
                 status, self.exit_code = "interrupted", 128 + self.stop.signal
                 self.stop.saving = True  # from here on, further signals wait for the checkpoint
                 if self.agent is not None and _all_finite(self.agent.nets):
@@ -1220,6 +1323,8 @@ class Run:
                 self._finish_results(status, errors)
                 if status == "interrupted" and self.step == 0 and not self.resuming:
                     self._forget_fresh_run()
+            if self.online_env is not None:
+                self.online_env.close()
             if self.tracker is not None:
                 self.tracker.summary.update({"status": status})
                 self.tracker.finish(exit_code=self.exit_code)  # after the TensorBoard writer closed: W&B has it all
@@ -1236,11 +1341,15 @@ class Run:
         return handled
 
     def _finish_results(self, status: str, errors: list[str]) -> None:
+        online = {}
+        if self.online_env is not None:
+            online = {"online_steps_per_second": self.online_steps_per_second, "env_steps": self.online_env.env_steps}
         try:
             self.logger.write_results(
                 status=status,
                 final_step=self.step,
                 train_steps_per_second=self.steps_per_second,
+                **online,
                 compile_seconds=self.compile_seconds,
                 dataset=self.data.metadata,
                 torch_threads=torch.get_num_threads(),
@@ -1255,6 +1364,19 @@ class Run:
         """Interrupted before any training: remove what this run wrote, so the same command can start it again."""
         for path in [self.run_dir / "results.json", *self.run_dir.glob("events.out.tfevents.*")]:
             path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _eval_mode(nets: Mapping[str, torch.nn.Module]) -> Iterator[None]:
+    """The networks in eval mode for the block (acting, evaluating), then each back in the mode it had."""
+    training = {name: net.training for name, net in nets.items()}
+    for net in nets.values():
+        net.eval()
+    try:
+        yield
+    finally:
+        for name, net in nets.items():
+            net.train(training[name])
 
 
 def _all_finite(nets: Mapping[str, torch.nn.Module]) -> bool:
@@ -1309,6 +1431,9 @@ class RunLogger:
             except (OSError, json.JSONDecodeError):
                 previous = {}
             self.results["evals"] = [e for e in previous.get("evals", []) if e["step"] <= resume_step]
+            episodes = previous.get("online_episodes")
+            if episodes is not None:
+                self.results["online_episodes"] = [e for e in episodes if e["step"] <= resume_step]
             self.results.update({k: v for k, v in previous.items() if k not in self.results})
         self.results.update(_jsonable(fields))
         self._eval_seconds, self._eval_episodes = 0.0, 0
@@ -1323,9 +1448,10 @@ class RunLogger:
             self.writer.add_scalar(name, value, step)
 
     def evaluation(
-        self, step: int, result: Mapping[str, Any], wall_time: float, seconds: float | None = None
+        self, step: int, result: Mapping[str, Any], wall_time: float, seconds: float | None = None, **extra: Any
     ) -> dict[str, Any]:
-        """Record one evaluation (TensorBoard `eval/*` and a row in results.json, rewritten atomically).
+        """Record one evaluation (TensorBoard `eval/*` and a row in results.json, rewritten atomically); `extra`
+        goes into the row too (e.g. the phase of a fine-tuning run and its environment steps).
 
         `seconds`, the evaluation's own duration, is logged as `time/eval_seconds`, and results.json keeps the mean
         cost of an episode over this run's evaluations (`eval_seconds_per_episode`, environment creation included).
@@ -1342,11 +1468,21 @@ class RunLogger:
             "normalized_score": result.get("normalized_score"),
             "episode_length": result.get("episode_length"),
             "wall_time": wall_time,
+            **extra,
         }
         self.results["evals"] = [e for e in self.results["evals"] if e["step"] != step] + [row]
-        self.scalars(step, {f"eval/{k}": v for k, v in row.items() if k != "step" and v is not None})
+        numbers = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float)) and v is not None}
+        self.scalars(step, {f"eval/{k}": v for k, v in numbers.items()})
         self.write_results()
         return row
+
+    def online_episode(self, step: int, episode: int, result: Mapping[str, Any]) -> None:
+        """Record an online episode that ended at `step`: TensorBoard `online/return`, `online/length`,
+        `online/success` (when the environment reports it) and a row of results.json's `online_episodes` (written
+        with the next evaluation)."""
+        row = {"step": step, "episode": episode, **{k: result[k] for k in ("return", "length", "success")}}
+        self.results.setdefault("online_episodes", []).append(row)
+        self.scalars(step, {f"online/{k}": v for k, v in row.items() if k not in ("step", "episode") and v is not None})
 
     def write_results(self, **fields: Any) -> None:
         """Update top-level fields (e.g. status, steps_per_second) and rewrite results.json atomically."""

@@ -102,6 +102,19 @@ def _fields_set_by(flags: list[str]) -> set[str]:
     return fields
 
 
+def _fine_tunes_online(flags: list[str]) -> bool:
+    """Whether flags ask for an online phase: ['--online-steps', '1000'] or ['--online-steps=1000'] -> True."""
+    for index, token in enumerate(flags):
+        name, _, value = token.partition("=")
+        if name == "--online-steps":
+            value = value or (flags[index + 1] if index + 1 < len(flags) else "0")
+            try:
+                return int(value) > 0
+            except ValueError:
+                return False  # the script itself says what is wrong with the value
+    return False
+
+
 def _grid_flags(grid: dict[str, str]) -> list[str]:
     flags: list[str] = []
     for name, value in grid.items():
@@ -139,7 +152,8 @@ def build_jobs(
             raise ValueError(f"{sorted(clash)} set both by --grid and by the flags after '--'")
         presets = {}
         if "no_presets" not in explicit:
-            chosen = apply_presets(script_presets(str(scripts_dir), algo), env_name)
+            online = _fine_tunes_online([*_grid_flags(point), *common_flags])
+            chosen = apply_presets(script_presets(str(scripts_dir), algo), env_name, online=online)
             presets = {k: v for k, (v, _) in chosen.items() if k not in explicit | set(point)}
         variant = ",".join(f"{k}={v.replace(' ', '-')}" for k, v in point.items())
         run_dir = root / _safe(env_name) / algo / _safe(variant) / f"seed{seed}" if variant else None

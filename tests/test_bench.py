@@ -46,6 +46,22 @@ def test_bench_runs_the_scripts_and_writes_the_table(ogbench_dir, tmp_path):
     assert report["machine"]["torch"] and report["config"]["steps"] == 3
 
 
+def test_online_bench_times_the_online_phase(ogbench_dir, tmp_path):
+    output = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "offrl.bench", "--online", "--scripts", "iql", "--modes", "eager", "--steps", "4",
+         "--repeats", "2", "--episodes", "2", "--eval-episodes", "1", "--script-flags", "--hidden-dims 32 32",
+         "--dataset-dir", str(ogbench_dir), "--output", str(output)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "online steps (environment step + update)" in result.stdout and "online steps/s (median)" in result.stdout
+    (row,) = json.loads(output.read_text())["rows"]
+    assert len(row["repeats"]) == 2 and row["updates_per_second"] > 0
+    run = json.loads((tmp_path / "bench.json").read_text())["config"]
+    assert run["online"] is True
+
+
 def test_bench_refuses_cuda_graphs_without_cuda():
     result = subprocess.run(
         [sys.executable, "-m", "offrl.bench", "--device", "cpu", "--modes", "cudagraphs"],

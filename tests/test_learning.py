@@ -68,3 +68,35 @@ def test_beats_the_behaviour_data(script, toy_dir, tmp_path):
 def test_fails_when_broken(script, broken, flags, toy_dir, tmp_path):
     success = success_rate(script, toy_dir, tmp_path / "run", *flags)
     assert success < toy_task.PASS_SUCCESS - 0.2, f"{broken}: {success}"
+
+
+# --- Offline-to-online fine-tuning --------------------------------------------------------------------------------
+# Data whose goal mode stops short of the goal (tests/toy_task.py, SHORT_REACH): no episode succeeds, so the offline
+# phase cannot learn where the goal is; the online phase's exploration finds it, and the agent must learn from that.
+ONLINE_OFFLINE_STEPS, ONLINE_STEPS = 1000, 3000
+
+
+@pytest.fixture(scope="module")
+def short_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("toy_short")
+    toy_task.make_toy_dataset(directory, toy_task.SHORT_DATASET_ID, goal_reach=toy_task.SHORT_REACH)
+    return directory
+
+
+def test_fine_tuning_online_learns_what_the_offline_data_cannot_show(short_dir, tmp_path):
+    """IQL, 1000 offline steps then 3000 online steps with balanced batches, against 4000 offline steps: only the run
+    that uses its online transitions reaches the goal."""
+    assert toy_task.behaviour_success(short_dir, toy_task.SHORT_DATASET_ID) == 0.0
+    common = ["--env-name", toy_task.SHORT_DATASET_ID, "--dataset-dir", str(short_dir), "--eval-every", "1000", *SMALL]
+    total = ONLINE_OFFLINE_STEPS + ONLINE_STEPS
+    run_script("train_iql.py", *common, "--total-steps", str(total), "--run-dir", str(tmp_path / "offline"),
+               env={"OMP_NUM_THREADS": "1"})  # fmt: skip
+    run_script("train_iql.py", *common, "--total-steps", str(ONLINE_OFFLINE_STEPS), "--online-steps",
+               str(ONLINE_STEPS), "--balanced-sampling", "--run-dir", str(tmp_path / "online"),
+               env={"OMP_NUM_THREADS": "1"})  # fmt: skip
+    offline = json.loads((tmp_path / "offline" / "results.json").read_text())["evals"]
+    online = json.loads((tmp_path / "online" / "results.json").read_text())["evals"]
+    before = next(e for e in online if e["step"] == ONLINE_OFFLINE_STEPS)
+    assert before["phase"] == "offline" and before["success"] <= 0.1, before  # the offline phase learned nothing
+    assert offline[-1]["step"] == total and offline[-1]["success"] <= 0.1, offline[-1]  # nor do more offline steps
+    assert online[-1]["step"] == total and online[-1]["success"] >= toy_task.PASS_SUCCESS, online[-1]

@@ -11,9 +11,9 @@ from tests.helpers import run_script
 SCRIPTS = ("train_iql", "train_sacbc", "train_fql", "train_fan", "train_idql")
 
 
-def recommended(script: str, env_name: str) -> dict:
+def recommended(script: str, env_name: str, online: bool = False) -> dict:
     module = importlib.import_module(script)
-    return {name: value for name, (value, _) in apply_presets(module.PRESETS, env_name).items()}
+    return {name: value for name, (value, _) in apply_presets(module.PRESETS, env_name, online).items()}
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -42,6 +42,14 @@ def test_presets_follow_the_published_settings():
     assert recommended("train_fql", "D4RL/pen/expert-v2") == {"total_steps": 500_000, "q_agg": "min", "alpha": 3000.0}
     assert recommended("train_fql", "D4RL/door/human-v2")["alpha"] == 30000.0
     assert recommended("train_fql", "D4RL/relocate/human-v2")["alpha"] == 10000.0
+    # FQL README, offline-to-online runs: other alphas in two domains and adroit-cloned, 1M offline steps on D4RL
+    assert recommended("train_fql", "humanoidmaze-medium-navigate-singletask-v0", online=True) == {
+        "discount": 0.995, "alpha": 100.0}  # fmt: skip
+    assert recommended("train_fql", "antsoccer-arena-navigate-singletask-v0", online=True)["alpha"] == 30.0
+    assert recommended("train_fql", "cube-double-play-singletask-v0", online=True) == {"alpha": 300.0}
+    assert recommended("train_fql", "D4RL/antmaze/large-play-v1", online=True) == {"alpha": 3.0}
+    assert recommended("train_fql", "D4RL/pen/cloned-v2", online=True) == {"q_agg": "min", "alpha": 1000.0}
+    assert recommended("train_fql", "D4RL/relocate/cloned-v2", online=True) == {"q_agg": "min", "alpha": 10000.0}
     # FAN repository scripts
     assert recommended("train_fan", "scene-play-singletask-task2-v0") == {"alpha1": 100.0, "alpha2": 3.0}
     assert recommended("train_fan", "D4RL/antmaze/large-play-v1") == {
@@ -65,6 +73,16 @@ def test_flags_win_over_presets_and_no_presets_turns_them_off():
     assert parsed.args.alpha == 5.0 and parsed.presets_overridden == {"alpha": {"preset": 1000.0, "given": 5.0}}
     parsed = parse_args(train_fql.Args, train_fql.PRESETS, [*env, "--no-presets"])
     assert parsed.args.alpha == train_fql.Args().alpha and parsed.presets_applied == {}
+    maze = ["--env-name", "humanoidmaze-medium-navigate-singletask-v0"]
+    assert parse_args(train_fql.Args, train_fql.PRESETS, maze).args.alpha == 30.0
+    assert parse_args(train_fql.Args, train_fql.PRESETS, [*maze, "--online-steps", "10"]).args.alpha == 100.0
+
+
+def test_a_sweep_applies_the_offline_to_online_presets_of_its_online_runs():
+    from offrl.sweep import _fine_tunes_online
+
+    assert _fine_tunes_online(["--online-steps", "1000", "--no-compile"]) and _fine_tunes_online(["--online-steps=5"])
+    assert not _fine_tunes_online(["--online-steps", "0"]) and not _fine_tunes_online(["--total-steps", "10"])
 
 
 def test_a_single_run_applies_its_presets_and_records_them(tmp_path):

@@ -37,6 +37,10 @@ deterministic actions; training seeds 0-2), success rate:
     with --discount 0 0.13, --alpha 10000 0.13; --alpha 0 (no distillation) still 0.88.
     train_fan.py --alpha1 1 0.95-0.99 (alpha1 3 0.84, 10 0.29, default 100 0.08), with --discount 0 0.12,
     --alpha1 10000 0.08; --alpha1 0 (no anchoring) 0.52.
+Fine-tuning (`SHORT_REACH` data, where no episode reaches the goal; same settings, IQL defaults, 100 evaluation
+episodes, seeds 0-2): 5000 offline steps 0.00 (seeds 0, 1); 1000 offline steps then 4000 online steps with
+`--balanced-sampling` 0.00 at the end of the offline phase, 0.26-0.47 after 1000 online steps and 1.00 from 2000
+on; 2000 offline then 3000 online steps with uniform batches 0.29-0.63 at the end.
 Not caught by this task (leave them to the loss tests): ignoring the mask, and bootstrapping from V(s) instead of
 V(s') (IQL still reaches 1.00 with either, even after 10000 steps); a missing behaviour regulariser (the task has no
 out-of-distribution trap); FQL distilling toward the flow at a different noise than the policy's (1.00); FAN's
@@ -88,6 +92,12 @@ REF_MIN_SCORE = -float(MAX_EPISODE_STEPS)
 """Return of a policy that never reaches the goal (normalized score 0)."""
 REF_MAX_SCORE = -float(OPTIMAL_STEPS - 1)
 """Return of the fastest policy, the same from every start (normalized score 100)."""
+
+SHORT_DATASET_ID = "toy/point/short-v0"
+SHORT_REACH = 0.4
+"""Fine-tuning data (`make_toy_dataset(..., SHORT_DATASET_ID, goal_reach=SHORT_REACH)`): the goal mode heads to the
+point 0.4 of the way to the goal (0.44 from the origin, 0.66 from the goal, outside its radius), so no episode of
+the 1000 succeeds (at 0.5 of the way, 2.1% do, and offline IQL then learns the goal by 5000 steps: 0.54)."""
 
 BEHAVIOUR_SUCCESS = 1.0 / NUM_MODES
 """Expected success rate of the behaviour episodes: each heads to the goal with probability 1 / NUM_MODES."""
@@ -172,9 +182,10 @@ def distractor_policy(observations: torch.Tensor, mode: int = 1) -> torch.Tensor
 # Dataset
 
 
-def _behaviour_episodes(num_episodes: int, seed: int) -> list:
+def _behaviour_episodes(num_episodes: int, seed: int, goal_reach: float = 1.0) -> list:
     """Roll out the behaviour (module docstring): episode i resets with seed `seed * 1_000_003 + i`, and one
-    generator seeded with `seed` draws every episode's mode and action noise."""
+    generator seeded with `seed` draws every episode's mode and action noise. The goal mode heads to the point
+    `goal_reach` of the way from the origin to the goal (1: the goal itself)."""
     from minari.data_collector import EpisodeBuffer
 
     env = gymnasium.make(ENV_ID)
@@ -187,7 +198,7 @@ def _behaviour_episodes(num_episodes: int, seed: int) -> list:
         observations, actions, rewards, terminations, truncations = [observation], [], [], [], []
         done = False
         while not done:
-            target = mode_targets(observation[None, 2:], mode)
+            target = mode_targets(observation[None, 2:], mode) * (goal_reach if mode == 0 else 1.0)
             action = heading_action(observation[None, :2], target)[0] + BEHAVIOUR_NOISE * rng.standard_normal(2)
             action = np.clip(action, -1.0, 1.0).astype(np.float32)
             observation, reward, terminated, truncated, _ = env.step(action)
@@ -217,17 +228,19 @@ def make_toy_dataset(
     dataset_id: str = DATASET_ID,
     num_episodes: int = NUM_EPISODES,
     seed: int = 0,
+    goal_reach: float = 1.0,
 ) -> str:
     """Write the behaviour dataset as a Minari dataset under `dataset_dir` and return its id.
 
-    The same (num_episodes, seed) gives the same data. The dataset records `ENV_ID` as its (evaluation)
-    environment and (REF_MIN_SCORE, REF_MAX_SCORE) as its reference returns. An existing dataset of that id
+    The same (num_episodes, seed, goal_reach) gives the same data; with `goal_reach` < 1 the goal mode stops short
+    of the goal (SHORT_REACH: data that never succeeds, for fine-tuning tests). The dataset records `ENV_ID` as its
+    (evaluation) environment and (REF_MIN_SCORE, REF_MAX_SCORE) as its reference returns. An existing dataset of that id
     under `dataset_dir` is replaced. Load it with `offrl.datasets.load_dataset(dataset_id, dataset_dir=dataset_dir)`.
     """
     import minari
     from minari.storage import get_dataset_path
 
-    buffers = _behaviour_episodes(num_episodes, seed)
+    buffers = _behaviour_episodes(num_episodes, seed, goal_reach)
     pathlib.Path(dataset_dir).mkdir(parents=True, exist_ok=True)
     with _minari_root(dataset_dir), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(code_permalink|author).*", category=UserWarning)
@@ -238,7 +251,8 @@ def make_toy_dataset(
             buffers,
             env=env,
             eval_env=env,
-            algorithm_name=f"{NUM_MODES}-mode scripted behaviour (noise {BEHAVIOUR_NOISE}), seed {seed}",
+            algorithm_name=f"{NUM_MODES}-mode scripted behaviour (noise {BEHAVIOUR_NOISE}, goal reach {goal_reach}), "
+            f"seed {seed}",
             ref_min_score=REF_MIN_SCORE,
             ref_max_score=REF_MAX_SCORE,
             description=f"Toy point task: each episode heads to the goal or to one of {NUM_MODES - 1} distractors.",
