@@ -9,7 +9,8 @@ value Z(s, a) that tracks the upper end over eps of Q. No ODE is integrated anyw
     value   L_Z = E[ L2^0.9( mean_j Qbar_j(s, a, n) - Z_i(s, a) ) ],  n ~ N(0, I) fresh
     actor   L_pi = L_flow + alpha1 * mean br - E[ mean_j Q_j(s, clip(f(s, eps)), n2) + mean_j Z_j(s, clip(f(s, eps))) ]
 (alpha1, alpha2) per domain: cube-double (100, 0), scene and puzzle (100, 3), antsoccer (10, 0.1); cube-single has no
-published setting, (100, 0) is the default here. Evaluation acts with clip(f(s, eps)), eps ~ N(0, I).
+published setting, (100, 0) is the default here. Evaluation acts with clip(f(s, eps)), eps ~ N(0, I). Fine-tuning
+online (--online-steps), (alpha1, alpha2) become (--online-alpha1, --online-alpha2) from the first online update.
 
 Paper: "Flow-Anchored Noise-conditioned Q-Learning" (FAN), ICML 2026, https://arxiv.org/abs/2605.01663
 Usage: python train_fan.py --env-name cube-double-play-singletask-task2-v0 --alpha1 100 --alpha2 0
@@ -49,6 +50,11 @@ class Args(RunArgs):
     """actor flow-anchoring coefficient: 100 cube/scene/puzzle, 10 antsoccer (D4RL antmaze 3)"""
     alpha2: float = 0.0
     """critic flow-anchoring penalty in the backup: 0 cube, 3 scene/puzzle, 0.1 antsoccer (D4RL antmaze 0.03)"""
+    online_alpha1: float | None = None
+    """alpha1 from the first online update of --online-steps on (FAN's fine-tuning scripts: 30 cube-double, 10
+    scene/puzzle-3x3/antsoccer, 100 puzzle-4x4); default: alpha1"""
+    online_alpha2: float | None = None
+    """alpha2 from the first online update on (0 in FAN's fine-tuning scripts); default: alpha2"""
     expectile: float = 0.9
     """expectile of the Z loss (Z tracks an upper expectile over the noise of the target Q)"""
     z_agg: Literal["mean", "min"] = "mean"
@@ -62,12 +68,17 @@ class Args(RunArgs):
 # Recommended settings per domain, applied to every run (flags given win; --no-presets: off): the FAN repository's
 # scripts of the published runs. cube-single has no published setting: the defaults (100, 0) stand.
 FAN_SCRIPTS = "FAN repository, https://github.com/brianlsy98/FAN, bash_scripts/<domain>/fan.sh"
+FAN_O2O = "FAN repository, https://github.com/brianlsy98/FAN, offline-to-online/bash_scripts/<domain>/fan.sh"
 PRESETS = (
     Preset(r"antsoccer-", {"alpha1": 10.0, "alpha2": 0.1}, FAN_SCRIPTS),
     Preset(r"cube-double-", {"alpha1": 100.0, "alpha2": 0.0}, FAN_SCRIPTS),
     Preset(r"puzzle-(3x3|4x4)-|scene-", {"alpha1": 100.0, "alpha2": 3.0}, FAN_SCRIPTS),
     Preset(r"D4RL/", {"discount": 0.99, "z_agg": "min", "total_steps": 500_000}, FAN_SCRIPTS),
     Preset(r"D4RL/antmaze/", {"alpha1": 3.0, "alpha2": 0.03}, FAN_SCRIPTS),
+    Preset(r"antsoccer-", {"alpha2": 0.0, "online_alpha1": 10.0, "online_alpha2": 0.0}, FAN_O2O, online=True),
+    Preset(r"cube-double-", {"online_alpha1": 30.0, "online_alpha2": 0.0}, FAN_O2O, online=True),
+    Preset(r"puzzle-3x3-|scene-", {"online_alpha1": 10.0, "online_alpha2": 0.0}, FAN_O2O, online=True),
+    Preset(r"puzzle-4x4-", {"online_alpha1": 100.0, "online_alpha2": 0.0}, FAN_O2O, online=True),
 )
 
 
@@ -85,14 +96,23 @@ def flow_anchor(
     return (actions - noise - velocity).square()
 
 
-def fan_losses(batch: dict[str, torch.Tensor], nets: dict[str, torch.nn.Module], args: Args):
-    """The FAN losses on one batch. Returns (total loss, detached metrics).
+def fan_losses(
+    batch: dict[str, torch.Tensor],
+    nets: dict[str, torch.nn.Module],
+    args: Args,
+    alpha1: float | torch.Tensor | None = None,
+    alpha2: float | torch.Tensor | None = None,
+):
+    """The FAN losses on one batch, with the coefficients alpha1 and alpha2 (numbers or device scalars; default:
+    args.alpha1, args.alpha2). Returns (total loss, detached metrics).
 
     batch: observations (B, S), actions (B, A), rewards (B,), next_observations (B, S), masks (B,).
     nets: flow v(concat[s, x_t, t]) -> (B, A), actor f(concat[s, eps]) -> (B, A), critic Q(concat[s, a, eps])
     (2 heads -> (2, B)), target_critic, z Z(concat[s, a]) (2 heads -> (2, B), no target copy).
     """
     obs, actions, next_obs = batch["observations"], batch["actions"], batch["next_observations"]
+    alpha1 = args.alpha1 if alpha1 is None else alpha1
+    alpha2 = args.alpha2 if alpha2 is None else alpha2
     # L_Q = E[(Q_i(s, a, eps) - y)^2],  y = r + gamma * mask * (agg_j Z_j(s', a') - alpha2 * sum_A br'),  a' from eps
     noise = torch.randn_like(actions)
     with torch.no_grad():
@@ -100,7 +120,7 @@ def fan_losses(batch: dict[str, torch.Tensor], nets: dict[str, torch.nn.Module],
         next_anchor = flow_anchor(nets["flow"], next_obs, noise, next_actions, torch.rand_like(actions[:, :1])).sum(-1)
         next_zs = nets["z"](torch.cat([next_obs, next_actions], -1)).squeeze(-1)
         next_z = next_zs.min(0).values if args.z_agg == "min" else next_zs.mean(0)
-        target = batch["rewards"] + args.discount * batch["masks"] * (next_z - args.alpha2 * next_anchor)
+        target = batch["rewards"] + args.discount * batch["masks"] * (next_z - alpha2 * next_anchor)
     q = nets["critic"](torch.cat([obs, actions, noise], -1)).squeeze(-1)
     q_loss = (q - target).square().mean()
     # L_Z = E[L2^tau(mean_j Qbar_j(s, a, n) - Z_i(s, a))],  n ~ N(0, I)
@@ -124,7 +144,7 @@ def fan_losses(batch: dict[str, torch.Tensor], nets: dict[str, torch.nn.Module],
     if args.normalize_value_loss:
         actor_q_loss = actor_q_loss / policy_q.abs().mean().detach()
         actor_z_loss = actor_z_loss / policy_z.abs().mean().detach()
-    actor_loss = flow_loss + args.alpha1 * anchor_loss + actor_q_loss + actor_z_loss
+    actor_loss = flow_loss + alpha1 * anchor_loss + actor_q_loss + actor_z_loss
 
     metrics = {
         "loss/critic": q_loss,
@@ -161,8 +181,18 @@ def build(args: Args, data: OfflineDataset, device: torch.device) -> Agent:
     optimizer = make_optimizer(torch.optim.Adam, [{"params": trained, "lr": args.lr}], device)
     critic_params, target_params = list(nets["critic"].parameters()), list(nets["target_critic"].parameters())
 
+    def coefficients() -> tuple[float | torch.Tensor, float | torch.Tensor]:
+        """(alpha1, alpha2); fine-tuning with --online-alpha1/2, theirs once the buffer holds online transitions
+        (decided on the device: no host sync, no recompilation)."""
+        if data.replay is None or (args.online_alpha1 is None and args.online_alpha2 is None):
+            return args.alpha1, args.alpha2
+        online = data.replay.filled > data.replay.num_offline
+        online_alpha1 = args.alpha1 if args.online_alpha1 is None else args.online_alpha1
+        online_alpha2 = args.alpha2 if args.online_alpha2 is None else args.online_alpha2
+        return torch.where(online, online_alpha1, args.alpha1), torch.where(online, online_alpha2, args.alpha2)
+
     def update() -> dict[str, torch.Tensor]:
-        loss, metrics = fan_losses(data.sample(args.batch_size), nets, args)
+        loss, metrics = fan_losses(data.sample(args.batch_size), nets, args, *coefficients())
         optimizer.zero_grad(set_to_none=False)
         loss.backward()
         optimizer.step()
@@ -171,7 +201,7 @@ def build(args: Args, data: OfflineDataset, device: torch.device) -> Agent:
 
     def validation() -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            _, metrics = fan_losses(sample_batch(data.val, args.batch_size), nets, args)
+            _, metrics = fan_losses(sample_batch(data.val, args.batch_size), nets, args, *coefficients())
         return {f"val/{k.split('/', 1)[1]}": v for k, v in metrics.items() if k.startswith("loss/")}
 
     def policy(obs: torch.Tensor) -> torch.Tensor:  # clip(f(s, eps)), eps ~ N(0, I)

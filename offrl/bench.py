@@ -99,6 +99,8 @@ def _row(script: str, mode: str, args: argparse.Namespace, run_dir: Path, second
         "compile_seconds": results["compile_seconds"],
         "eval_seconds_per_50_episodes": 50 * results["eval_seconds_per_episode"],
         "run_seconds": seconds,
+        # --online: the offline phase's updates/s in the same run (its warm-up steps excluded), for the ratio
+        **({"offline_updates_per_second": results["train_steps_per_second"]} if args.online else {}),
     }
 
 
@@ -454,7 +456,8 @@ def separate_rows(script: str, args: argparse.Namespace, dataset_dir: Path, work
             runs[mode].append(row)
             print(
                 f"  train_{script}.py {mode:>10}: {row['updates_per_second']:8.1f} {_unit(args)} "
-                f"(repeats {row['repeats']}), compile {row['compile_seconds']:.1f} s",
+                f"(repeats {row['repeats']}), compile {row['compile_seconds']:.1f} s"
+                + (f", offline {row['offline_updates_per_second']:.1f} updates/s" if args.online else ""),
                 flush=True,
             )
     return [pool_rounds(runs[mode]) for mode in args.modes]

@@ -136,10 +136,10 @@ def test_online_steps_must_not_be_negative(minari_dir, tmp_path):
     assert result.returncode != 0 and "--online-steps must be at least 0, got -1" in result.stderr
 
 
-def _agent_on_a_growing_buffer(script: str, minari_dir, balanced: bool):
+def _agent_on_a_growing_buffer(script: str, minari_dir, balanced: bool, *extra: str):
     module = import_script(REPO_ROOT / script)
     argv = ["--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), "--online-steps", "50",
-            *(["--balanced-sampling"] if balanced else []), *tiny(script)]  # fmt: skip
+            *(["--balanced-sampling"] if balanced else []), *tiny(script), *extra]  # fmt: skip
     args = parse_args(module.Args, module.PRESETS, argv).args
     data = load_data(args, torch.device("cpu"))
     data.start_replay(args.online_steps, args.balanced_sampling)
@@ -150,7 +150,8 @@ def _agent_on_a_growing_buffer(script: str, minari_dir, balanced: bool):
 def test_the_compiled_update_never_recompiles_as_the_online_rows_arrive(script, minari_dir):
     """Compiled with an empty online part (the offline phase), then one online row after another, balanced batches
     (the case that switches from offline-only to half/half)."""
-    agent, data = _agent_on_a_growing_buffer(script, minari_dir, balanced=True)
+    extra = ["--online-alpha1", "30"] if script == "train_fan.py" else []  # FAN's coefficients switch online too
+    agent, data = _agent_on_a_growing_buffer(script, minari_dir, True, *extra)
     torch._dynamo.reset()
     update = torch.compile(agent.update, dynamic=False)
     update()
@@ -190,3 +191,18 @@ def test_the_episode_in_progress_is_rebuilt_by_replaying_its_actions(minari_dir)
     assert broken.observation is None and broken.episode == 1
     broken.step(small_actions)
     assert broken.episode == 2 and broken.episode_start == 4
+
+
+def test_fan_switches_to_its_online_coefficients_at_the_first_online_update(minari_dir):
+    """alpha1 read back from the actor loss: L_pi = L_flow + alpha1 * anchor - mean Q - mean Z."""
+    torch.manual_seed(0)
+    agent, data = _agent_on_a_growing_buffer("train_fan.py", minari_dir, False, "--alpha1", "100", "--online-alpha1",
+                                             "30")  # fmt: skip
+
+    def alpha1(metrics):
+        rest = metrics["loss/actor"] - metrics["loss/flow"] + metrics["actor/policy_q"] + metrics["actor/policy_z"]
+        return (rest / metrics["loss/anchor"]).item()
+
+    assert alpha1(agent.update()) == pytest.approx(100.0, rel=1e-3)  # the offline phase
+    data.replay.add({key: value[:1].clone() for key, value in data.train.items()})
+    assert alpha1(agent.update()) == pytest.approx(30.0, rel=1e-3)  # from the first online transition on

@@ -50,6 +50,13 @@ def test_presets_follow_the_published_settings():
     assert recommended("train_fql", "D4RL/antmaze/large-play-v1", online=True) == {"alpha": 3.0}
     assert recommended("train_fql", "D4RL/pen/cloned-v2", online=True) == {"q_agg": "min", "alpha": 1000.0}
     assert recommended("train_fql", "D4RL/relocate/cloned-v2", online=True) == {"q_agg": "min", "alpha": 10000.0}
+    # FAN repository, offline-to-online scripts: other coefficients from the first online update on
+    assert recommended("train_fan", "cube-double-play-singletask-v0", online=True) == {
+        "alpha1": 100.0, "alpha2": 0.0, "online_alpha1": 30.0, "online_alpha2": 0.0}  # fmt: skip
+    assert recommended("train_fan", "antsoccer-arena-navigate-singletask-v0", online=True) == {
+        "alpha1": 10.0, "alpha2": 0.0, "online_alpha1": 10.0, "online_alpha2": 0.0}  # fmt: skip
+    assert recommended("train_fan", "puzzle-4x4-play-singletask-v0", online=True)["online_alpha1"] == 100.0
+    assert recommended("train_fan", "scene-play-singletask-v0", online=True)["online_alpha1"] == 10.0
     # FAN repository scripts
     assert recommended("train_fan", "scene-play-singletask-task2-v0") == {"alpha1": 100.0, "alpha2": 3.0}
     assert recommended("train_fan", "D4RL/antmaze/large-play-v1") == {
