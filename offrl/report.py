@@ -253,6 +253,12 @@ def settings_summary(runs: list[Run]) -> list[str]:
         f"- Evaluation: every {common('eval_every')} steps (and at step 0), {common('eval_episodes')} episodes.",
         f"- Data: {'; '.join(sources)}.",
     ]
+    if any(run.args.get("online_steps") for run in runs):  # fine-tuning runs: say so next to the offline steps
+        balanced = common("balanced_sampling")
+        lines.insert(
+            1, f"- Fine-tuning online: {common('online_steps')} online steps after the offline ones, balanced "
+            f"sampling {balanced}.",
+        )  # fmt: skip
     reduced = []
     if any(run.args.get("total_steps", 0) < 1_000_000 for run in runs if "/" not in run.env_name):
         reduced.append("fewer gradient steps than the papers' 1M")

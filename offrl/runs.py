@@ -1100,12 +1100,13 @@ class Run:
         """Whether `step` is in the online phase (after the --total-steps offline steps): act before updating."""
         return step > self.args.total_steps
 
-    def act(self, explore: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def act(self, explore: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
         """The online step's interaction, before its update: `explore` (observations (1, S) -> actions (1, A), the
-        networks in eval mode) acts once in the environment; the transition joins the replay buffer, and an episode
-        that ends is logged (TensorBoard `online/*`, results.json `online_episodes`)."""
+        networks in eval mode; None: the agent's evaluation policy) acts once in the environment; the transition
+        joins the replay buffer, and an episode that ends is logged (TensorBoard `online/*`, results.json
+        `online_episodes`)."""
         with _eval_mode(self.agent.nets):
-            finished = self.online_env.step(explore)
+            finished = self.online_env.step(explore or self.agent.policy)
         if finished is not None:
             self.logger.online_episode(self.step, self.online_env.episode - 1, finished)
 

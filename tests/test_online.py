@@ -3,6 +3,10 @@ the replay buffer, resume in the online phase equal to an uninterrupted run, and
 grows."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 import warnings
 
 import numpy as np
@@ -206,3 +210,43 @@ def test_fan_switches_to_its_online_coefficients_at_the_first_online_update(mina
     assert alpha1(agent.update()) == pytest.approx(100.0, rel=1e-3)  # the offline phase
     data.replay.add({key: value[:1].clone() for key, value in data.train.items()})
     assert alpha1(agent.update()) == pytest.approx(30.0, rel=1e-3)  # from the first online transition on
+
+
+def test_sigterm_in_the_online_phase_then_resume_matches_uninterrupted_run(minari_dir, tmp_path):
+    """SIGTERM lands at some step of the online phase, wherever the episode in progress is; the resumed run then
+    logs the same metrics and evaluations as one that was never stopped (CPU, eager)."""
+    script = "train_fql.py"
+    common = ["--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), "--no-compile",
+              "--total-steps", "10", "--online-steps", "1500", "--eval-every", "500", "--log-every", "50",
+              "--save-every", "100000", *tiny(script)]  # fmt: skip
+    full, part = tmp_path / "full", tmp_path / "part"
+    run_script(script, *common, "--run-dir", str(full))
+    process = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / script), *common, "--run-dir", str(part)],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(e["step"] == 10 for e in _evals(part)):  # the offline phase is over
+        time.sleep(0.1)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stdout
+    stopped = torch.load(part / "checkpoint.pt", weights_only=False)
+    assert 10 < stopped["step"] < 1510, stopped["step"]  # stopped in the online phase
+    run_script(script, *common, "--resume", str(part))
+    full_scalars, part_scalars = read_scalars(full), read_scalars(part)
+    for tag in [*SCRIPTS[script][0], "online/return", "online/length", "online/env_steps"]:
+        if not tag.startswith("val/"):  # the Minari set has no validation split
+            assert part_scalars[tag] == full_scalars[tag], tag
+    strip = lambda evals: [{k: v for k, v in e.items() if k != "wall_time"} for e in evals]  # noqa: E731
+    assert strip(_evals(part)) == strip(_evals(full))
+    full_results, part_results = (json.loads((d / "results.json").read_text()) for d in (full, part))
+    assert part_results["online_episodes"] == full_results["online_episodes"]
+
+
+def _evals(run_dir) -> list[dict]:
+    try:
+        return json.loads((run_dir / "results.json").read_text())["evals"]
+    except (OSError, ValueError, KeyError):
+        return []

@@ -168,3 +168,12 @@ def test_every_evaluation_of_every_run_is_in_the_csv(runs_root, tmp_path):
                                                                        ("2000", "60.0", "0.6")]  # fmt: skip
     assert {r["settings"] for r in rows if r["algo"] == "iql"} == {"alpha=10.0", "alpha=30.0"}
     assert fql0[0]["domain"] == "cube-single" and fql0[0]["seed"] == "0"
+
+
+def test_fine_tuning_runs_are_described_as_such(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "o2o", "fql", TASK1, 0, [0.0, 0.5, 0.9], online_steps=1000, balanced_sampling=True)
+    out = tmp_path / "out"
+    assert report.main([str(root), "--output", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "- Fine-tuning online: 1000 online steps after the offline ones, balanced sampling True." in text
