@@ -747,9 +747,12 @@ def load_checkpoint(
         except (RuntimeError, ValueError, KeyError) as error:
             first = str(error).strip().splitlines()
             detail = " ".join(line.strip() for line in first[:2])
+            hint = (
+                "resume with --online-steps at least the online steps it has taken" if name == "replay_buffer"
+                else "was it trained with other network sizes or by another script?"
+            )  # fmt: skip
             raise SystemExit(
-                f"error: --resume {path}: its '{name}' does not fit this script's ({detail[:300]}); was it trained "
-                "with other network sizes or by another script?"
+                f"error: --resume {path}: its '{name}' does not fit this script's ({detail[:300]}); {hint}"
             ) from None
         if isinstance(obj, torch.optim.Optimizer):
             for group, own in zip(obj.param_groups, settings, strict=True):

@@ -123,6 +123,11 @@ def test_a_changed_total_steps_in_the_online_phase_is_refused(minari_dir, tmp_pa
     )
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "has 5 online steps, which does not fit --total-steps 12 (the run had 10)" in refused.stderr
+    fewer = run_script(
+        "train_iql.py", *common, "--total-steps", "10", "--online-steps", "3", "--resume", str(tmp_path), check=False
+    )
+    assert fewer.returncode != 0 and "Traceback" not in fewer.stderr
+    assert "holds 3 online transitions; 5 more do not fit" in fewer.stderr and "--online-steps at least" in fewer.stderr
 
 
 def test_an_offline_run_can_be_fine_tuned_by_resuming_it_with_online_steps(minari_dir, tmp_path):
