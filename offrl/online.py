@@ -58,7 +58,8 @@ class OnlineEnv:
         device: where the policy's observations go.
 
     Attributes: episode (episodes started so far), env_steps (online transitions taken), episode_return and
-    episode_length (of the episode in progress, raw environment rewards).
+    episode_length (of the episode in progress, raw environment rewards; the length is the buffer's rows since it
+    began).
     """
 
     def __init__(
@@ -74,17 +75,21 @@ class OnlineEnv:
         self.episode = 0
         self.episode_start = 0  # the online row where the episode in progress began
         self.observation: np.ndarray | None = None  # None: no episode in progress
-        self.episode_return, self.episode_length = 0.0, 0
+        self.episode_return = 0.0
 
     @property
     def env_steps(self) -> int:
         return self.replay.num_online
 
+    @property
+    def episode_length(self) -> int:
+        return self.replay.num_online - self.episode_start
+
     def _reset(self) -> None:
         self.observation, _ = self.env.reset(seed=online_episode_seed(self.seed, self.episode))
         self.episode += 1
         self.episode_start = self.replay.num_online
-        self.episode_return, self.episode_length = 0.0, 0
+        self.episode_return = 0.0
 
     def step(self, explore: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any] | None:
         """One environment step with `explore` (observations (1, S) -> actions (1, A)), its transition appended to
@@ -107,7 +112,6 @@ class OnlineEnv:
         self.replay.add({key: value.to(self.device, torch.float32) for key, value in rows.items()})
         self.observation = next_observation
         self.episode_return += float(reward)
-        self.episode_length += 1
         if not (terminated or truncated):
             return None
         self.observation = None
@@ -130,7 +134,7 @@ class OnlineEnv:
         """Restore the episode count and rebuild the episode in progress by replaying its actions (load the replay
         buffer first)."""
         self.episode, self.episode_start = int(state["episode"]), int(state["episode_start"])
-        self.observation, self.episode_return, self.episode_length = None, 0.0, 0
+        self.observation, self.episode_return = None, 0.0
         if not state["in_progress"]:
             return
         rows = slice(self.replay.num_offline + self.episode_start, self.replay.num_offline + self.replay.num_online)
@@ -149,7 +153,7 @@ class OnlineEnv:
                     stacklevel=2,
                 )
                 return
-        self.observation, self.episode_return, self.episode_length = observation, episode_return, len(actions)
+        self.observation, self.episode_return = observation, episode_return
 
     def close(self) -> None:
         self.env.close()

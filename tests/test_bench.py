@@ -11,6 +11,13 @@ from offrl.bench import interval_rates, markdown_table, paired_table
 from tests.helpers import REPO_ROOT
 
 
+def run_bench(*args: str) -> subprocess.CompletedProcess:
+    """`python -m offrl.bench <args>` from the repository root, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "offrl.bench", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900
+    )
+
+
 def test_interval_rates_from_cumulative_logs():
     # cumulative train seconds at steps 10, 20, 30: 9, 11, 16 -> intervals of 2 s and 5 s (logged out of order)
     assert interval_rates({20: 11.0, 10: 9.0, 30: 16.0}, 10) == pytest.approx([10 / 2.0, 10 / 5.0])
@@ -29,12 +36,9 @@ def test_markdown_table_gives_the_ratio_to_eager():
 
 def test_bench_runs_the_scripts_and_writes_the_table(ogbench_dir, tmp_path):
     output = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "offrl.bench", "--scripts", "sacbc", "--modes", "eager", "compile", "--steps", "3",
-         "--repeats", "2", "--rounds", "2", "--episodes", "2", "--eval-episodes", "1",
-         "--dataset-dir", str(ogbench_dir), "--output", str(output)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    result = run_bench("--scripts", "sacbc", "--modes", "eager", "compile", "--steps", "3", "--repeats", "2",
+                       "--rounds", "2", "--episodes", "2", "--eval-episodes", "1", "--dataset-dir", str(ogbench_dir),
+                       "--output", str(output))  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "| `train_sacbc.py` | compile |" in result.stdout
     report = json.loads(output.read_text())
@@ -48,12 +52,9 @@ def test_bench_runs_the_scripts_and_writes_the_table(ogbench_dir, tmp_path):
 
 def test_online_bench_times_the_online_phase(ogbench_dir, tmp_path):
     output = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "offrl.bench", "--online", "--scripts", "iql", "--modes", "eager", "--steps", "4",
-         "--repeats", "2", "--episodes", "2", "--eval-episodes", "1", "--script-flags", "--hidden-dims 32 32",
-         "--dataset-dir", str(ogbench_dir), "--output", str(output)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    result = run_bench("--online", "--scripts", "iql", "--modes", "eager", "--steps", "4", "--repeats", "2",
+                       "--episodes", "2", "--eval-episodes", "1", "--script-flags", "--hidden-dims 32 32",
+                       "--dataset-dir", str(ogbench_dir), "--output", str(output))  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "online steps (environment step + update)" in result.stdout and "online steps/s (median)" in result.stdout
     (row,) = json.loads(output.read_text())["rows"]
