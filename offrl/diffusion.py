@@ -17,12 +17,13 @@ Shapes: B batch, S observation dim, A action dim, T diffusion steps.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
 
-from offrl.networks import MLP, glorot_linear
+from offrl.networks import LAYER_NORM_EPS, MLP, glorot_linear
 
 __all__ = [
     "DDPMSchedule",
@@ -144,11 +145,11 @@ class FourierFeatures(nn.Module):
 class ResidualBlock(nn.Module):
     """`x + Dense(H)(act(Dense(4H)(LayerNorm(Dropout(x)))))`: (B, H) -> (B, H)."""
 
-    def __init__(self, hidden_dim: int, dropout: float, activation: type[nn.Module]) -> None:
+    def __init__(self, hidden_dim: int, dropout: float, activation: Callable[[], nn.Module]) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Dropout(dropout),
-            nn.LayerNorm(hidden_dim),
+            nn.LayerNorm(hidden_dim, eps=LAYER_NORM_EPS),  # flax's default epsilon, as IDQL's code
             glorot_linear(hidden_dim, 4 * hidden_dim),
             activation(),
             glorot_linear(4 * hidden_dim, hidden_dim),

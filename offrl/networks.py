@@ -4,6 +4,9 @@ Conventions (those of the FQL authors' JAX code, https://github.com/seohongpark/
 layers are `Linear -> activation [-> LayerNorm]` (LayerNorm after the activation, used by critics and values, not by
 actors); weights use variance-scaling(1, fan_avg, uniform)
 initialisation, i.e. Xavier/Glorot uniform, and biases start at zero; Gaussian heads start with scale 1e-2.
+The numerics are flax's defaults, which that code (and FAN's, and IDQL's LayerNorm) leaves in place: GELU is the tanh
+approximation (`flax.linen.gelu(approximate=True)`) and LayerNorm's epsilon is 1e-6 (torch's defaults: exact GELU,
+1e-5). With torch's defaults one update differs from the reference's by 5e-5 to 1.5e-3; with these, by < 1e-6.
 
 Shapes: B batch, E ensemble members, D input features, A action dimension.
 """
@@ -11,7 +14,7 @@ Shapes: B batch, E ensemble members, D input features, A action dimension.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,14 +22,25 @@ from torch import nn
 
 __all__ = [
     "MLP",
+    "LAYER_NORM_EPS",
     "EnsembleLinear",
     "EnsembleMLP",
     "GaussianActor",
     "call_frozen",
+    "gelu",
     "glorot_linear",
     "polyak_update_",
     "variance_scaling_",
 ]
+
+
+LAYER_NORM_EPS = 1e-6
+"""LayerNorm's epsilon: flax's default (`flax.linen.LayerNorm(epsilon=1e-6)`), torch's is 1e-5."""
+
+
+def gelu() -> nn.Module:
+    """GELU with the tanh approximation, 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))): flax's `nn.gelu` default."""
+    return nn.GELU(approximate="tanh")
 
 
 def variance_scaling_(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
@@ -59,7 +73,7 @@ class MLP(nn.Module):
         in_dim: input features D.
         hidden_dims: widths of the hidden layers, e.g. (512, 512, 512, 512).
         out_dim: output features; None ends the network on the last hidden layer (a trunk for separate heads).
-        activation: activation module class (default GELU).
+        activation: makes the activation module (default `gelu`, the tanh approximation).
         layer_norm: LayerNorm after each hidden activation (critics and values use it; actors do not).
         final_init_scale: variance-scaling factor of the last layer (1e-2 for Gaussian mean heads).
 
@@ -71,7 +85,7 @@ class MLP(nn.Module):
         in_dim: int,
         hidden_dims: Sequence[int],
         out_dim: int | None,
-        activation: type[nn.Module] = nn.GELU,
+        activation: Callable[[], nn.Module] = gelu,
         layer_norm: bool = False,
         final_init_scale: float = 1.0,
     ) -> None:
@@ -81,7 +95,7 @@ class MLP(nn.Module):
         for width in hidden_dims:
             layers += [glorot_linear(dim, width), activation()]
             if layer_norm:
-                layers.append(nn.LayerNorm(width))
+                layers.append(nn.LayerNorm(width, eps=LAYER_NORM_EPS))
             dim = width
         if out_dim is not None:
             layers.append(glorot_linear(dim, out_dim, final_init_scale))
@@ -116,7 +130,7 @@ class EnsembleLinear(nn.Module):
 class EnsembleLayerNorm(nn.Module):
     """LayerNorm over the last dimension with separate affine parameters per ensemble member: (E, B, H)."""
 
-    def __init__(self, num_members: int, dim: int, eps: float = 1e-5) -> None:
+    def __init__(self, num_members: int, dim: int, eps: float = LAYER_NORM_EPS) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(num_members, 1, dim))
         self.bias = nn.Parameter(torch.zeros(num_members, 1, dim))
@@ -142,7 +156,7 @@ class EnsembleMLP(nn.Module):
         in_dim: int,
         hidden_dims: Sequence[int],
         out_dim: int,
-        activation: type[nn.Module] = nn.GELU,
+        activation: Callable[[], nn.Module] = gelu,
         layer_norm: bool = False,
         final_init_scale: float = 1.0,
     ) -> None:
@@ -189,7 +203,7 @@ class GaussianActor(nn.Module):
         log_std_min: float = -5.0,
         log_std_max: float = 2.0,
         log_std_init: float = 0.0,
-        activation: type[nn.Module] = nn.GELU,
+        activation: Callable[[], nn.Module] = gelu,
         mean_init_scale: float = 1e-2,
     ) -> None:
         super().__init__()

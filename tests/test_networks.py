@@ -183,3 +183,20 @@ def test_polyak_update_stays_out_of_autograd_and_compiles_once():
     with torch.compiler.set_stance("fail_on_recompile"):  # requires_grad of the targets must not flip
         compiled(torch.randn(4, 3))
         compiled(torch.randn(4, 3))
+
+
+def test_numerics_are_flax_defaults():
+    """GELU is the tanh approximation and LayerNorm's epsilon 1e-6, as flax's defaults the reference JAX code uses."""
+    torch.manual_seed(0)
+    x = torch.linspace(-4, 4, 101, dtype=torch.float64)
+    tanh_gelu = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    mlp = MLP(3, (101,), 1, layer_norm=True).double()
+    torch.testing.assert_close(mlp.net[1](x), tanh_gelu, rtol=0, atol=1e-12)
+    # A row with a small spread: (h - mean) / sqrt(var + eps) tells eps = 1e-6 from torch's 1e-5.
+    h = 1e-3 * torch.randn(5, 101, dtype=torch.float64)
+    flax_layer_norm = (h - h.mean(-1, keepdim=True)) / torch.sqrt(h.var(-1, unbiased=False, keepdim=True) + 1e-6)
+    torch.testing.assert_close(mlp.net[2](h), flax_layer_norm, rtol=0, atol=1e-9)
+    ensemble = EnsembleMLP(2, 3, (101,), 1, layer_norm=True).double()
+    torch.testing.assert_close(
+        ensemble.net[2](h.expand(2, 5, 101)), flax_layer_norm.expand(2, 5, 101), rtol=0, atol=1e-9
+    )
