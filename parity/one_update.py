@@ -8,8 +8,11 @@ every gradient and every parameter after the Adam step and the target update are
     python parity/one_update.py fql --repo PATH/TO/fql --dataset-dir DIR
     python parity/one_update.py iql --repo PATH/TO/fql --dataset-dir DIR
     python parity/one_update.py fan --repo PATH/TO/FAN --dataset-dir DIR
+    python parity/one_update.py idql --repo PATH/TO/IDQL --dataset-dir DIR
 
-`--repo` is a checkout of https://github.com/seohongpark/fql (FQL, IQL) or https://github.com/brianlsy98/FAN (FAN);
+`--repo` is a checkout of https://github.com/seohongpark/fql (FQL, IQL), https://github.com/brianlsy98/FAN (FAN) or
+https://github.com/philippe-eecs/IDQL (IDQL: its `ddpm_iql_simple` learner; needs gym and tensorflow-probability;
+offrl's critic and value networks take the reference's architecture for the comparison, dropout is off);
 DIR holds `cube-single-play-v0.npz` and `cube-single-play-v0-val.npz` (the official files, or ones regenerated with
 `python -m offrl.generate cube-single-play-v0 --dataset-dir DIR --output-name cube-single-play-v0`). Needs jax, flax,
 optax, distrax and ml_collections next to offrl. `--torch-numerics` repeats the comparison with torch's default GELU
@@ -98,7 +101,7 @@ NETWORKS = {
     },
 }
 
-SCRIPTS = {"fql": "train_fql", "iql": "train_iql", "fan": "train_fan"}
+SCRIPTS = {"fql": "train_fql", "iql": "train_iql", "fan": "train_fan", "idql": "train_idql"}
 AGENTS = {"fql": "fql", "iql": "iql", "fan": "fan"}  # the authors' agent names
 ENV_NAME = "cube-single-play-singletask-task1-v0"
 
@@ -127,7 +130,12 @@ def torch_layers(net: nn.Module) -> list[nn.Module]:
 
 def paired(net: nn.Module, params: dict, subtrees: list[tuple[str, str]]) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
     """(offrl parameter, the authors' array in offrl's layout) for every parameter of `net`."""
-    modules, layers = torch_layers(net), flax_layers(params, subtrees)
+    return paired_layers(net, flax_layers(params, subtrees))
+
+
+def paired_layers(net: nn.Module, layers: list[tuple[str, dict]]) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+    """(offrl parameter, the authors' array in offrl's layout) for each Linear / LayerNorm of `net`, in order."""
+    modules = torch_layers(net)
     if len(modules) != len(layers):
         raise SystemExit(f"layer count differs: offrl {len(modules)}, reference {len(layers)}")
     for module, (kind, tree) in zip(modules, layers, strict=True):
@@ -153,7 +161,7 @@ def paired(net: nn.Module, params: dict, subtrees: list[tuple[str, str]]) -> Ite
 def recorded_draws(jax) -> Iterator[list[tuple[str, np.ndarray]]]:
     """Record every jax.random.normal / uniform draw (run the reference eagerly inside: jax.disable_jit)."""
     draws: list[tuple[str, np.ndarray]] = []
-    normal, uniform = jax.random.normal, jax.random.uniform
+    normal, uniform, randint = jax.random.normal, jax.random.uniform, jax.random.randint
 
     def recording_normal(key, shape=(), *args, **kwargs):
         out = normal(key, shape, *args, **kwargs)
@@ -165,34 +173,40 @@ def recorded_draws(jax) -> Iterator[list[tuple[str, np.ndarray]]]:
         draws.append(("uniform", np.asarray(out)))
         return out
 
-    jax.random.normal, jax.random.uniform = recording_normal, recording_uniform
+    def recording_randint(key, shape, *args, **kwargs):
+        out = randint(key, shape, *args, **kwargs)
+        draws.append(("randint", np.asarray(out)))
+        return out
+
+    jax.random.normal, jax.random.uniform, jax.random.randint = recording_normal, recording_uniform, recording_randint
     try:
         with jax.disable_jit():
             yield draws
     finally:
-        jax.random.normal, jax.random.uniform = normal, uniform
+        jax.random.normal, jax.random.uniform, jax.random.randint = normal, uniform, randint
 
 
 @contextlib.contextmanager
 def replayed_draws(draws: list[tuple[str, np.ndarray]]) -> Iterator[list[tuple[str, np.ndarray]]]:
     """offrl's torch.randn_like / torch.rand_like return the recorded draws, in order (kind and shape checked)."""
     queue = list(draws)
-    randn_like, rand_like = torch.randn_like, torch.rand_like
+    randn_like, rand_like, randint = torch.randn_like, torch.rand_like, torch.randint
 
-    def take(kind: str, like: torch.Tensor) -> torch.Tensor:
+    def take(kind: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         if not queue:
-            raise SystemExit(f"offrl drew more random tensors than the reference ({kind} {tuple(like.shape)})")
+            raise SystemExit(f"offrl drew more random tensors than the reference ({kind} {shape})")
         got, value = queue.pop(0)
-        if got != kind or value.shape != tuple(like.shape):
-            raise SystemExit(f"draw order differs: offrl {kind} {tuple(like.shape)}, reference {got} {value.shape}")
-        return torch.as_tensor(value, dtype=like.dtype)
+        if got != kind or value.shape != shape:
+            raise SystemExit(f"draw order differs: offrl {kind} {shape}, reference {got} {value.shape}")
+        return torch.as_tensor(value.copy(), dtype=dtype)
 
-    torch.randn_like = lambda like, **kwargs: take("normal", like)
-    torch.rand_like = lambda like, **kwargs: take("uniform", like)
+    torch.randn_like = lambda like, **kwargs: take("normal", tuple(like.shape), like.dtype)
+    torch.rand_like = lambda like, **kwargs: take("uniform", tuple(like.shape), like.dtype)
+    torch.randint = lambda high, size, **kwargs: take("randint", tuple(size), torch.int64)
     try:
         yield queue
     finally:
-        torch.randn_like, torch.rand_like = randn_like, rand_like
+        torch.randn_like, torch.rand_like, torch.randint = randn_like, rand_like, randint
 
 
 @contextlib.contextmanager
@@ -367,6 +381,167 @@ def compare(algo: str, repo: Path, dataset_dir: Path, hidden_dims: tuple[int, ..
     return report
 
 
+# IDQL (philippe-eecs/IDQL, jaxrl5/agents/ddpm_iql_simple): layer paths of its critic (under the ensemble's vmap),
+# value network (LayerNorm at the input) and LN-ResNet denoiser.
+IDQL_CRITIC = [("MLP_0", "Dense_0"), ("MLP_0", "Dense_1"), ("Dense_0",)]
+IDQL_VALUE = [("MLP_0", "LayerNorm_0"), ("MLP_0", "Dense_0"), ("MLP_0", "Dense_1"), ("OutputVDense",)]
+
+
+def idql_denoiser_paths(num_blocks: int) -> list[tuple[str, ...]]:
+    paths = [("MLP_0", "Dense_0"), ("MLP_0", "Dense_1"), ("MLPResNet_0", "Dense_0")]
+    for i in range(num_blocks):
+        paths += [("MLPResNet_0", f"MLPResNetBlock_{i}", layer) for layer in ("LayerNorm_0", "Dense_0", "Dense_1")]
+    return [*paths, ("MLPResNet_0", "Dense_1")]
+
+
+def layers_at(tree: dict, paths: list[tuple[str, ...]]) -> list[tuple[str, dict]]:
+    layers = []
+    for path in paths:
+        node = tree
+        for key in path:
+            node = node[key]
+        layers.append(("norm" if path[-1].startswith("LayerNorm") else "dense", node))
+    return layers
+
+
+def compare_idql(repo: Path, dataset_dir: Path, seed: int, torch_numerics: bool) -> dict:
+    """IDQL's update against the authors' DDPM-IQL learner, with offrl's critic and value networks given the
+    reference's architecture (2 x 256 ReLU, LayerNorm at V's input) and dropout off, so that the same weights fit."""
+    sys.path.insert(0, str(repo.resolve()))
+    import gym  # noqa: PLC0415  (the IDQL code's spaces)
+    import jax  # noqa: PLC0415
+    import tensorflow_probability.substrates.jax  # noqa: F401, PLC0415  (jaxrl5 expects it imported)
+    from flax.training.train_state import TrainState  # noqa: PLC0415
+
+    learner = importlib.import_module("jaxrl5.agents.ddpm_iql_simple.ddpm_iql_learner")
+    script = importlib.import_module("train_idql")
+    torch.manual_seed(seed)
+    data = load_dataset(ENV_NAME, dataset_dir=dataset_dir)
+    rows = np.random.default_rng(seed).integers(len(data), size=256)
+    batch = {
+        k: data.train[k][rows].clone() for k in ("observations", "actions", "rewards", "next_observations", "masks")
+    }
+    jax_batch = {k: jax.numpy.asarray(v.numpy()) for k, v in batch.items()}
+    obs_dim, action_dim = data.observation_dim, data.action_dim
+
+    agent = learner.DDPMIQLLearner.create(
+        seed,
+        gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32),
+        gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32),
+        critic_hidden_dims=(256, 256),
+        critic_hyperparam=0.9,  # the expectile of both on OGBench
+        actor_dropout_rate=None,
+    )
+    grads: list = []
+    apply_gradients = TrainState.apply_gradients
+
+    def recording_apply_gradients(self, **kwargs):
+        grads.append(jax.device_get(kwargs["grads"]))
+        return apply_gradients(self, **kwargs)
+
+    TrainState.apply_gradients = recording_apply_gradients
+    try:
+        # The three updates from the same starting point (offrl takes one step on the sum of the losses).
+        with recorded_draws(jax) as draws:
+            after_actor, info_actor = agent.update_actor(jax_batch)
+        after_value, info_value = agent.update_v(jax_batch)
+        after_critic, info_critic = agent.update_q(jax_batch)
+        # The reference's own order: actor, then V, then Q with the V just updated.
+        _, info_sequential = after_actor.update_v(jax_batch)[0].update_q(jax_batch)
+    finally:
+        TrainState.apply_gradients = apply_gradients
+    denoiser_grads, value_grads, critic_grads = grads[:3]
+
+    args = script.Args(
+        env_name=ENV_NAME, compile=False, hidden_dims=(256, 256), layer_norm=False, dropout=0.0, expectile=0.9
+    )
+    ours = script.build(args, FixedBatch(batch), torch.device("cpu"))
+    for name in ("critic", "target_critic", "value"):
+        sequential = ours.nets[name].net
+        for i, module in enumerate(sequential):
+            if isinstance(module, nn.GELU):
+                sequential[i] = nn.ReLU()
+    input_norm = nn.LayerNorm(obs_dim, eps=1e-6)
+    ours.nets["value"].net = nn.Sequential(input_norm, *ours.nets["value"].net)
+    ours.state["optimizer"].param_groups[0]["params"].extend(input_norm.parameters())
+    if torch_numerics:
+        for module in (m for net in ours.nets.values() for m in net.modules()):
+            if isinstance(module, nn.LayerNorm):
+                module.eps = 1e-5
+
+    blocks = args.denoiser_blocks
+    critic_tree = lambda params: params["VmapStateActionValue_0"]  # noqa: E731
+    layers = {
+        "critic": lambda which: layers_at(critic_tree(which["critic"]), IDQL_CRITIC),
+        "target_critic": lambda which: layers_at(critic_tree(which["target_critic"]), IDQL_CRITIC),
+        "value": lambda which: layers_at(which["value"], IDQL_VALUE),
+        "denoiser": lambda which: layers_at(which["denoiser"], idql_denoiser_paths(blocks)),
+        "ema_denoiser": lambda which: layers_at(which["ema_denoiser"], idql_denoiser_paths(blocks)),
+    }
+
+    def pairs_for(name: str, which: dict) -> list[tuple[torch.Tensor, np.ndarray]]:
+        pairs = list(paired_layers(ours.nets[name], layers[name](which)))
+        if "denoiser" in name:
+            pairs.append((ours.nets[name].time_features.weight, np.asarray(which[name]["FourierFeatures_0"]["kernel"])))
+        return pairs
+
+    start = {
+        "critic": agent.critic.params,
+        "target_critic": agent.target_critic.params,
+        "value": agent.value.params,
+        "denoiser": agent.score_model.params,
+        "ema_denoiser": agent.target_score_model.params,
+    }
+    start = jax.device_get(start)
+    pairs = {name: pairs_for(name, start) for name in layers}
+    with torch.no_grad():
+        for name, net_pairs in pairs.items():
+            for param, value in net_pairs:
+                if param.shape != value.shape:
+                    raise SystemExit(f"{name}: offrl {tuple(param.shape)} vs reference {value.shape}")
+                param.copy_(torch.as_tensor(value.copy()))
+    with replayed_draws(draws) as unused:
+        metrics = ours.update()
+
+    report = {"algo": "idql", "torch_numerics": torch_numerics, "data": {}, "metrics": {}, "grads": {}, "lr": 3e-4}
+    report["unused_reference_draws"] = [(kind, list(v.shape)) for kind, v in unused]
+    reference_metrics = {
+        "loss/value": float(info_value["value_loss"]),
+        "value/v_mean": float(info_value["v"]),
+        "loss/critic": 2 * float(info_critic["critic_loss"]),  # offrl sums over the two critics, IDQL averages
+        "critic/q_mean": float(info_critic["q"]),
+        "loss/diffusion": float(info_actor["actor_loss"]),
+    }
+    for key, b in reference_metrics.items():
+        a = float(metrics[key])
+        report["metrics"][key] = {"offrl": a, "reference": b, "abs_diff": abs(a - b), "rel_diff": relative(a, b)}
+    report["critic_loss_in_the_references_order"] = 2 * float(info_sequential["critic_loss"])
+    for name, tree in (("denoiser", denoiser_grads), ("value", value_grads), ("critic", critic_grads)):
+        reference = [v for _, v in pairs_for(name, {name: tree})]
+        scale = 0.5 if name == "critic" else 1.0  # offrl's critic loss is the sum over both critics, IDQL's the mean
+        ours_grads = [scale * p.grad for p, _ in pairs[name]]
+        diff = max(float((g - torch.as_tensor(r)).abs().max()) for g, r in zip(ours_grads, reference, strict=True))
+        report["grads"][name] = {"max_abs_diff": diff, "max_abs_grad": max(float(np.abs(r).max()) for r in reference)}
+    after = jax.device_get(
+        {
+            "critic": after_critic.critic.params,
+            "target_critic": after_critic.target_critic.params,
+            "value": after_value.value.params,
+            "denoiser": after_actor.score_model.params,
+            "ema_denoiser": after_actor.target_score_model.params,
+        }
+    )
+    report["params_after_update"] = {}
+    report["adam_on_reference_grads"] = {}
+    with torch.no_grad():
+        for name in layers:
+            reference = [torch.as_tensor(v) for _, v in pairs_for(name, after)]
+            report["params_after_update"][name] = max(
+                float((p - r).abs().max()) for (p, _), r in zip(pairs[name], reference, strict=True)
+            )
+    return report
+
+
 def relative(a: float, b: float) -> float:
     return abs(a - b) / max(abs(b), 1e-12)
 
@@ -374,10 +549,11 @@ def relative(a: float, b: float) -> float:
 def print_report(report: dict) -> None:
     numerics = "torch defaults (exact GELU, LayerNorm eps 1e-5)" if report["torch_numerics"] else "offrl's"
     print(f"# {report['algo'].upper()}: one update, offrl ({numerics} numerics) vs the authors' code\n")
-    print(
-        "data (max |offrl - reference| over the training set): "
-        + ", ".join(f"{k} {v:.1e}" if isinstance(v, float) else f"{k} {v}" for k, v in report["data"].items())
-    )
+    if report["data"]:
+        data = ", ".join(f"{k} {v:.1e}" if isinstance(v, float) else f"{k} {v}" for k, v in report["data"].items())
+        print(f"data (max |offrl - reference| over the training set): {data}")
+    else:
+        print("data: not compared (the reference has no OGBench loader; both sides got the same batch)")
     print("\n| quantity | offrl | reference | abs diff | rel diff |\n|---|---|---|---|---|")
     for key, row in report["metrics"].items():
         print(
@@ -397,6 +573,11 @@ def print_report(report: dict) -> None:
         )
         print(f"| {name} | {grad_cells} | {diff:.1e} | {adam_cell} |")
     print(f"\n(one Adam step moves a parameter by at most lr = {report['lr']:g})")
+    if "critic_loss_in_the_references_order" in report:
+        print(
+            "\nloss/critic in the reference's own order (V updated before Q's target reads it): "
+            f"{report['critic_loss_in_the_references_order']:.7g}"
+        )
     if report["unused_reference_draws"]:
         print(f"\nreference draws offrl does not make (logging only): {report['unused_reference_draws']}")
 
@@ -411,12 +592,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-numerics", action="store_true", help="torch's default GELU and LayerNorm eps")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
-    if not (args.repo / "agents").is_dir():
-        parser.error(f"--repo {args.repo}: no agents/ folder; pass a checkout of the authors' repository")
+    if not (args.repo / ("jaxrl5" if args.algo == "idql" else "agents")).is_dir():
+        parser.error(f"--repo {args.repo}: not a checkout of the authors' repository for {args.algo}")
     if not (args.dataset_dir / "cube-single-play-v0.npz").is_file():
         parser.error(f"--dataset-dir {args.dataset_dir}: no cube-single-play-v0.npz there")
     torch.set_num_threads(1)
-    report = compare(args.algo, args.repo, args.dataset_dir, tuple(args.hidden_dims), args.seed, args.torch_numerics)
+    if args.algo == "idql":
+        report = compare_idql(args.repo, args.dataset_dir, args.seed, args.torch_numerics)
+    else:
+        hidden_dims = tuple(args.hidden_dims)
+        report = compare(args.algo, args.repo, args.dataset_dir, hidden_dims, args.seed, args.torch_numerics)
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))

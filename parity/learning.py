@@ -1,0 +1,217 @@
+"""Learning curves of offrl's FQL and the authors' FQL on the same dataset, same settings, several seeds each.
+
+    python parity/learning.py --repo PATH/TO/fql --dataset-dir DIR --out parity-runs/fql --seeds 0 1 2 3 4 5 6 7
+
+Each run trains `--steps` updates and evaluates every `--eval-every` with `--eval-episodes` episodes. Runs go
+`--parallel` at a time, each pinned to its own CPU core (`taskset`) with one thread, the two sides alternating so
+that both see the same machine. A finished run is not repeated (its results stay in `--out`); the summary table is
+written to `--out`/summary.md and summary.json at the end.
+
+The authors' code runs unchanged (`main.py` of a checkout of https://github.com/seohongpark/fql), with Weights &
+Biases disabled and HOME pointed at a folder whose `.ogbench/data` is DIR, so that both load the same files: DIR holds
+`cube-single-play-v0.npz` and `cube-single-play-v0-val.npz` (official, or regenerated:
+`python -m offrl.generate cube-single-play-v0 --dataset-dir DIR --output-name cube-single-play-v0`). Run it with a
+Python that has jax, flax, optax, distrax, ml_collections and wandb next to offrl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV_NAME = "cube-single-play-singletask-task1-v0"
+# The authors' main.py with Weights & Biases switched off (it would try to reach the network), and the settings newer
+# wandb releases no longer take (start_method) left out.
+REFERENCE_LAUNCHER = (
+    "import runpy, sys, wandb; init, settings = wandb.init, wandb.Settings; "
+    "wandb.init = lambda **kwargs: init(**{**kwargs, 'mode': 'disabled'}); "
+    "wandb.Settings = lambda **kwargs: settings(**{k: v for k, v in kwargs.items() if k in settings.model_fields}); "
+    "sys.argv = ['main.py', *sys.argv[1:]]; runpy.run_path('main.py', run_name='__main__')"
+)
+ONE_THREAD = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+}
+
+
+def reference_command(args: argparse.Namespace, seed: int, save_dir: Path) -> list[str]:
+    dims = "(" + ",".join(str(d) for d in args.hidden_dims) + ",)"
+    return [
+        sys.executable, "-c", REFERENCE_LAUNCHER,
+        f"--env_name={ENV_NAME}", f"--seed={seed}", f"--offline_steps={args.steps}",
+        f"--eval_interval={args.eval_every}", f"--eval_episodes={args.eval_episodes}",
+        f"--log_interval={args.eval_every}", f"--save_interval={10 * args.steps}", f"--save_dir={save_dir}",
+        "--agent=agents/fql.py", f"--agent.alpha={args.alpha}",
+        f"--agent.actor_hidden_dims={dims}", f"--agent.value_hidden_dims={dims}",
+    ]  # fmt: skip
+
+
+def offrl_command(args: argparse.Namespace, seed: int, run_dir: Path) -> list[str]:
+    return [
+        sys.executable, str(ROOT / "train_fql.py"), "--env-name", ENV_NAME, "--dataset-dir", str(args.dataset_dir),
+        "--seed", str(seed), "--total-steps", str(args.steps), "--eval-every", str(args.eval_every),
+        "--eval-episodes", str(args.eval_episodes), "--log-every", str(args.eval_every),
+        "--save-every", str(10 * args.steps), "--alpha", str(args.alpha),
+        "--hidden-dims", *(str(d) for d in args.hidden_dims), "--run-dir", str(run_dir),
+        *(["--no-compile"] if not args.compile else []),
+    ]  # fmt: skip
+
+
+def reference_curve(save_dir: Path) -> dict[int, float] | None:
+    files = list(save_dir.glob("**/eval.csv"))
+    if not files:
+        return None
+    with open(files[0]) as f:
+        rows = list(csv.DictReader(f))
+    return {int(float(row["step"])): float(row["evaluation/success"]) for row in rows}
+
+
+def offrl_curve(run_dir: Path) -> dict[int, float] | None:
+    path = run_dir / "results.json"
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text())
+    if results.get("status") != "finished":
+        return None
+    return {int(row["step"]): float(row["success"]) for row in results["evals"]}
+
+
+def run_all(args: argparse.Namespace) -> None:
+    jobs: queue.Queue = queue.Queue()
+    for seed in args.seeds:
+        for side in ("reference", "offrl"):
+            out = args.out / side / f"seed{seed}"
+            done = reference_curve(out) if side == "reference" else offrl_curve(out)
+            if done is None or max(done) < args.steps:
+                jobs.put((side, seed, out))
+    total = jobs.qsize()
+    print(f"{total} runs to do, {args.parallel} at a time", flush=True)
+    started = time.time()
+
+    def worker(core: int) -> None:
+        while True:
+            try:
+                side, seed, out = jobs.get_nowait()
+            except queue.Empty:
+                return
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if side == "reference":
+                command, cwd, home = reference_command(args, seed, out), args.repo, args.out / "home"
+            else:
+                command, cwd, home = offrl_command(args, seed, out), ROOT, Path.home()
+            env = {**os.environ, **ONE_THREAD, "HOME": str(home), "WANDB_MODE": "disabled"}
+            log = args.out / "logs" / f"{side}-seed{seed}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            begin = time.time()
+            with open(log, "w") as f:
+                rc = subprocess.run(
+                    ["taskset", "-c", str(core), *command], cwd=cwd, env=env, stdout=f, stderr=f
+                ).returncode
+            status = "ok" if rc == 0 else f"FAILED (exit {rc}, see {log})"
+            print(f"{side} seed {seed} on core {core}: {status} in {time.time() - begin:.0f} s", flush=True)
+
+    home = args.out / "home" / ".ogbench"
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "data").exists():
+        (home / "data").symlink_to(args.dataset_dir.resolve())
+    threads = [threading.Thread(target=worker, args=(core,)) for core in range(args.parallel)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(f"all runs done in {(time.time() - started) / 60:.1f} min", flush=True)
+
+
+def summarize(args: argparse.Namespace) -> dict:
+    curves = {"reference": {}, "offrl": {}}
+    for seed in args.seeds:
+        ref, ours = (
+            reference_curve(args.out / "reference" / f"seed{seed}"),
+            offrl_curve(args.out / "offrl" / f"seed{seed}"),
+        )
+        if ref is not None:
+            curves["reference"][seed] = ref
+        if ours is not None:
+            curves["offrl"][seed] = ours
+    steps = sorted({s for s in range(args.eval_every, args.steps + 1, args.eval_every)})
+    rows = []
+    for step in steps:
+        row = {"step": step}
+        for side in ("reference", "offrl"):
+            values = [curve[step] for curve in curves[side].values() if step in curve]
+            row[side] = {
+                "per_seed": values,
+                "mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else None,
+                "min": min(values, default=None),
+                "max": max(values, default=None),
+            }
+        rows.append(row)
+    lines = [
+        f"FQL on {ENV_NAME}, alpha {args.alpha}, hidden dims {args.hidden_dims}, {args.eval_episodes} evaluation "
+        f"episodes; seeds: reference {sorted(curves['reference'])}, offrl {sorted(curves['offrl'])}",
+        "",
+        "| step | reference mean (sd) | reference seeds | offrl mean (sd) | offrl seeds"
+        " | offrl mean within the reference's range |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def cell(stats: dict) -> str:
+        if stats["mean"] is None:
+            return "- | -"
+        sd = f" ({stats['std']:.2f})" if stats["std"] is not None else ""
+        return f"{stats['mean']:.2f}{sd} | " + " ".join(f"{v:.2f}" for v in stats["per_seed"])
+
+    for row in rows:
+        ref, ours = row["reference"], row["offrl"]
+        within = "-" if ref["mean"] is None or ours["mean"] is None else str(ref["min"] <= ours["mean"] <= ref["max"])
+        lines.append(f"| {row['step']} | {cell(ref)} | {cell(ours)} | {within} |")
+    summary = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "curves": curves}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (args.out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repo", type=Path, required=True, help="checkout of https://github.com/seohongpark/fql")
+    parser.add_argument("--dataset-dir", type=Path, required=True, help="folder with cube-single-play-v0.npz")
+    parser.add_argument("--out", type=Path, required=True, help="where the runs and the summary go")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--steps", type=int, default=30_000)
+    parser.add_argument("--eval-every", type=int, default=5_000)
+    parser.add_argument("--eval-episodes", type=int, default=50)
+    parser.add_argument("--hidden-dims", type=int, nargs="+", default=[256, 256])
+    parser.add_argument("--alpha", type=float, default=300.0)
+    parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one CPU core each")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="offrl: torch.compile")
+    parser.add_argument("--summary-only", action="store_true", help="only (re)write the summary of finished runs")
+    args = parser.parse_args(argv)
+    if not (args.repo / "main.py").is_file():
+        parser.error(f"--repo {args.repo}: no main.py; pass a checkout of https://github.com/seohongpark/fql")
+    if not (args.dataset_dir / "cube-single-play-v0.npz").is_file():
+        parser.error(f"--dataset-dir {args.dataset_dir}: no cube-single-play-v0.npz there")
+    if args.parallel > (os.cpu_count() or 1):
+        parser.error(f"--parallel {args.parallel}: this machine has {os.cpu_count()} cores")
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.repo, args.out = args.repo.resolve(), args.out.resolve()
+    if not args.summary_only:
+        run_all(args)
+    summarize(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
