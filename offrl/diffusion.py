@@ -142,6 +142,16 @@ class FourierFeatures(nn.Module):
         return torch.cat([angles.cos(), angles.sin()], -1)
 
 
+def lecun_normal_linear(in_dim: int, out_dim: int) -> nn.Linear:
+    """`nn.Linear` initialised as flax's `nn.Dense` default (LeCun normal: a normal truncated at two standard
+    deviations, scaled to variance 1 / in_dim), with zero biases: the residual blocks of IDQL's code set no init."""
+    layer = nn.Linear(in_dim, out_dim)
+    std = math.sqrt(1.0 / in_dim) / 0.87962566103423978  # the std of N(0, 1) truncated to [-2, 2] is 0.8796...
+    nn.init.trunc_normal_(layer.weight, std=std, a=-2.0 * std, b=2.0 * std)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 class ResidualBlock(nn.Module):
     """`x + Dense(H)(act(Dense(4H)(LayerNorm(Dropout(x)))))`: (B, H) -> (B, H)."""
 
@@ -150,9 +160,9 @@ class ResidualBlock(nn.Module):
         self.net = nn.Sequential(
             nn.Dropout(dropout),
             nn.LayerNorm(hidden_dim, eps=LAYER_NORM_EPS),  # flax's default epsilon, as IDQL's code
-            glorot_linear(hidden_dim, 4 * hidden_dim),
+            lecun_normal_linear(hidden_dim, 4 * hidden_dim),
             activation(),
-            glorot_linear(4 * hidden_dim, hidden_dim),
+            lecun_normal_linear(4 * hidden_dim, hidden_dim),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,7 +186,8 @@ class LNResNetDenoiser(nn.Module):
         time_dim: number of Fourier features of t; 128 in the newest IDQL code (64 in its first version).
         activation: "swish" (SiLU; the newest IDQL code's default, used here) or "mish" (the paper's first version).
 
-    Linear layers use the repository's Glorot-uniform initialisation (`offrl.networks`).
+    The time MLP and the trunk's input and output layers use Glorot-uniform initialisation (`offrl.networks`), the
+    residual blocks' layers LeCun normal (`lecun_normal_linear`), as IDQL's code has them.
     `forward(obs (B, S), noisy_actions (B, A), t (B,) integer or float steps) -> predicted noise (B, A)`.
     """
 

@@ -204,3 +204,17 @@ def test_diffusion_captures_two_modes_and_a_gaussian_does_not():
     gaussian = torch.distributions.MultivariateNormal(data.mean(0), torch.cov(data.T)).sample((4000,))
     assert not captures_both_modes(gaussian), mode_fractions(gaussian)
     assert mode_fractions(gaussian)[2] > 0.2
+
+
+def test_residual_blocks_start_as_flax_dense_defaults():
+    """IDQL's residual blocks leave flax's Dense init (LeCun normal, truncated at 2 std); the other layers Glorot."""
+    torch.manual_seed(0)
+    denoiser = LNResNetDenoiser(obs_dim=20, action_dim=4, hidden_dim=256, num_blocks=1)
+    expand, project = (m for m in denoiser.blocks[0].net if isinstance(m, torch.nn.Linear))
+    for layer, fan_in in ((expand, 256), (project, 1024)):
+        std = layer.weight.std().item()
+        assert std == pytest.approx(math.sqrt(1.0 / fan_in), rel=0.02)
+        assert layer.weight.abs().max().item() <= 2 * math.sqrt(1.0 / fan_in) / 0.87962566103423978
+        assert torch.all(layer.bias == 0)
+    glorot_limit = math.sqrt(6.0 / (denoiser.input.in_features + 256))
+    assert denoiser.input.weight.abs().max().item() <= glorot_limit
