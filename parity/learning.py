@@ -1,14 +1,16 @@
-"""Learning curves of offrl's FQL and the authors' FQL on the same dataset, same settings, several seeds each.
+"""Learning curves of offrl's FQL (or FAN) and the authors' on the same dataset, same settings, several seeds each.
 
     python parity/learning.py --repo PATH/TO/fql --dataset-dir DIR --out parity-runs/fql --seeds 0 1 2 3 4 5 6 7
+    python parity/learning.py --algo fan --repo PATH/TO/FAN --dataset-dir DIR --out parity-runs/fan --seeds 0 1 2 3
 
 Each run trains `--steps` updates and evaluates every `--eval-every` with `--eval-episodes` episodes. Runs go
 `--parallel` at a time, each pinned to its own CPU core (`taskset`) with one thread, the two sides alternating so
 that both see the same machine. A finished run is not repeated (its results stay in `--out`); the summary table is
 written to `--out`/summary.md and summary.json at the end.
 
-The authors' code runs unchanged (`main.py` of a checkout of https://github.com/seohongpark/fql), with Weights &
-Biases disabled and HOME pointed at a folder whose `.ogbench/data` is DIR, so that both load the same files: DIR holds
+The authors' code runs unchanged (`main.py` of a checkout of https://github.com/seohongpark/fql, or of
+https://github.com/brianlsy98/FAN with `--algo fan`), with Weights & Biases disabled and HOME pointed at a folder
+whose `.ogbench/data` is DIR, so that both load the same files: DIR holds
 `cube-single-play-v0.npz` and `cube-single-play-v0-val.npz` (official, or regenerated:
 `python -m offrl.generate cube-single-play-v0 --dataset-dir DIR --output-name cube-single-play-v0`). Run it with a
 Python that has jax, flax, optax, distrax, ml_collections and wandb next to offrl.
@@ -47,22 +49,32 @@ ONE_THREAD = {
 
 def reference_command(args: argparse.Namespace, seed: int, save_dir: Path) -> list[str]:
     dims = "(" + ",".join(str(d) for d in args.hidden_dims) + ",)"
+    if args.algo == "fql":
+        algo_flags = [f"--offline_steps={args.steps}", "--agent=agents/fql.py", f"--agent.alpha={args.alpha}"]
+    else:  # FAN's main.py names its step count train_steps and can leave wandb out by itself
+        algo_flags = [
+            f"--train_steps={args.steps}", "--enable_wandb=0", "--agent=agents/fan.py",
+            f"--agent.alpha1={args.alpha1}", f"--agent.alpha2={args.alpha2}", f"--agent.discount={args.discount}",
+        ]  # fmt: skip
     return [
         sys.executable, "-c", REFERENCE_LAUNCHER,
-        f"--env_name={ENV_NAME}", f"--seed={seed}", f"--offline_steps={args.steps}",
+        f"--env_name={ENV_NAME}", f"--seed={seed}", *algo_flags,
         f"--eval_interval={args.eval_every}", f"--eval_episodes={args.eval_episodes}",
         f"--log_interval={args.eval_every}", f"--save_interval={10 * args.steps}", f"--save_dir={save_dir}",
-        "--agent=agents/fql.py", f"--agent.alpha={args.alpha}",
         f"--agent.actor_hidden_dims={dims}", f"--agent.value_hidden_dims={dims}",
     ]  # fmt: skip
 
 
 def offrl_command(args: argparse.Namespace, seed: int, run_dir: Path) -> list[str]:
+    if args.algo == "fql":
+        algo_flags = ["--alpha", str(args.alpha)]
+    else:
+        algo_flags = ["--alpha1", str(args.alpha1), "--alpha2", str(args.alpha2), "--discount", str(args.discount)]
     return [
-        sys.executable, str(ROOT / "train_fql.py"), "--env-name", ENV_NAME, "--dataset-dir", str(args.dataset_dir),
-        "--seed", str(seed), "--total-steps", str(args.steps), "--eval-every", str(args.eval_every),
-        "--eval-episodes", str(args.eval_episodes), "--log-every", str(args.eval_every),
-        "--save-every", str(10 * args.steps), "--alpha", str(args.alpha),
+        sys.executable, str(ROOT / f"train_{args.algo}.py"), "--env-name", ENV_NAME,
+        "--dataset-dir", str(args.dataset_dir), "--seed", str(seed), "--total-steps", str(args.steps),
+        "--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes),
+        "--log-every", str(args.eval_every), "--save-every", str(10 * args.steps), *algo_flags,
         "--hidden-dims", *(str(d) for d in args.hidden_dims), "--run-dir", str(run_dir),
         *(["--no-compile"] if not args.compile else []),
     ]  # fmt: skip
@@ -140,9 +152,9 @@ def summarize(args: argparse.Namespace) -> dict:
             reference_curve(args.out / "reference" / f"seed{seed}"),
             offrl_curve(args.out / "offrl" / f"seed{seed}"),
         )
-        if ref is not None:
+        if ref is not None and max(ref) >= args.steps:  # finished runs only
             curves["reference"][seed] = ref
-        if ours is not None:
+        if ours is not None and max(ours) >= args.steps:
             curves["offrl"][seed] = ours
     steps = sorted({s for s in range(args.eval_every, args.steps + 1, args.eval_every)})
     rows = []
@@ -158,9 +170,11 @@ def summarize(args: argparse.Namespace) -> dict:
                 "max": max(values, default=None),
             }
         rows.append(row)
+    setting = f"alpha {args.alpha}" if args.algo == "fql" else f"alpha1 {args.alpha1}, alpha2 {args.alpha2}"
     lines = [
-        f"FQL on {ENV_NAME}, alpha {args.alpha}, hidden dims {args.hidden_dims}, {args.eval_episodes} evaluation "
-        f"episodes; seeds: reference {sorted(curves['reference'])}, offrl {sorted(curves['offrl'])}",
+        f"{args.algo.upper()} on {ENV_NAME}, {setting}, hidden dims {args.hidden_dims}, "
+        f"{args.eval_episodes} evaluation episodes; seeds: reference {sorted(curves['reference'])}, "
+        f"offrl {sorted(curves['offrl'])}",
         "",
         "| step | reference mean (sd) | reference seeds | offrl mean (sd) | offrl seeds"
         " | offrl mean within the reference's range |",
@@ -186,7 +200,8 @@ def summarize(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repo", type=Path, required=True, help="checkout of https://github.com/seohongpark/fql")
+    parser.add_argument("--algo", choices=("fql", "fan"), default="fql")
+    parser.add_argument("--repo", type=Path, required=True, help="checkout of the authors' code (fql or FAN)")
     parser.add_argument("--dataset-dir", type=Path, required=True, help="folder with cube-single-play-v0.npz")
     parser.add_argument("--out", type=Path, required=True, help="where the runs and the summary go")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
@@ -194,13 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=5_000)
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--hidden-dims", type=int, nargs="+", default=[256, 256])
-    parser.add_argument("--alpha", type=float, default=300.0)
+    parser.add_argument("--alpha", type=float, default=300.0, help="FQL's alpha")
+    parser.add_argument("--alpha1", type=float, default=100.0, help="FAN's alpha1 (offrl's default)")
+    parser.add_argument("--alpha2", type=float, default=0.0, help="FAN's alpha2 (offrl's default)")
+    parser.add_argument("--discount", type=float, default=0.995, help="FAN's discount (both defaults)")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one CPU core each")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="offrl: torch.compile")
     parser.add_argument("--summary-only", action="store_true", help="only (re)write the summary of finished runs")
     args = parser.parse_args(argv)
     if not (args.repo / "main.py").is_file():
-        parser.error(f"--repo {args.repo}: no main.py; pass a checkout of https://github.com/seohongpark/fql")
+        parser.error(f"--repo {args.repo}: no main.py; pass a checkout of the authors' repository")
     if not (args.dataset_dir / "cube-single-play-v0.npz").is_file():
         parser.error(f"--dataset-dir {args.dataset_dir}: no cube-single-play-v0.npz there")
     if args.parallel > (os.cpu_count() or 1):
