@@ -236,7 +236,8 @@ class FixedBatch:
         return self.batch
 
 
-def reference_config(algo: str, agents_module, hidden_dims: tuple[int, ...]):
+def reference_config(algo: str, hidden_dims: tuple[int, ...]):
+    """The authors' default config of the agent, with the network widths and the settings offrl compares at."""
     config = importlib.import_module(f"agents.{AGENTS[algo]}").get_config()
     config["actor_hidden_dims"] = config["value_hidden_dims"] = hidden_dims
     if algo == "fql":
@@ -247,6 +248,7 @@ def reference_config(algo: str, agents_module, hidden_dims: tuple[int, ...]):
 
 
 def offrl_args(algo: str, script, config) -> object:
+    """offrl's Args with the same settings as the authors' config (no presets: the fields are given)."""
     fields = {"hidden_dims": tuple(config["value_hidden_dims"]), "lr": config["lr"], "tau": config["tau"]}
     fields["discount"] = config["discount"]
     if algo == "fql":
@@ -277,11 +279,11 @@ def compare(algo: str, repo: Path, dataset_dir: Path, hidden_dims: tuple[int, ..
         data_check[key] = float(np.abs(ours - theirs).max()) if ours.shape == theirs.shape else f"shape {ours.shape}"
 
     rows = np.random.default_rng(seed).integers(len(data), size=256)
-    batch = {k: data.train[k][rows].clone() for k in ("observations", "actions", "rewards", "next_observations")}
-    batch["masks"] = data.train["masks"][rows].clone()
+    keys = ("observations", "actions", "rewards", "next_observations", "masks")
+    batch = {k: data.train[k][rows].clone() for k in keys}
     jax_batch = {k: jax.numpy.asarray(v.numpy()) for k, v in batch.items()}
 
-    config = reference_config(algo, agents_module, hidden_dims)
+    config = reference_config(algo, hidden_dims)
     agent_class = agents_module.agents[config["agent_name"]]
     if algo == "fan":
         agent = agent_class.create(seed, {k: v[:1] for k, v in jax_batch.items()}, config)
