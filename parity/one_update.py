@@ -236,6 +236,21 @@ class FixedBatch:
         return self.batch
 
 
+def update_from_reference(ours, pairs: dict[str, list[tuple[torch.Tensor, np.ndarray]]], draws: list) -> tuple:
+    """Load the reference's weights into offrl's networks, then take offrl's one update with the reference's draws.
+
+    Returns (offrl's metrics, the reference draws offrl did not use)."""
+    with torch.no_grad():
+        for name, net_pairs in pairs.items():
+            for param, value in net_pairs:
+                if param.shape != value.shape:
+                    raise SystemExit(f"{name}: offrl {tuple(param.shape)} vs reference {value.shape}")
+                param.copy_(torch.as_tensor(value.copy()))
+    with replayed_draws(draws) as unused:
+        metrics = ours.update()
+    return metrics, unused
+
+
 def reference_config(algo: str, hidden_dims: tuple[int, ...]):
     """The authors' default config of the agent, with the network widths and the settings offrl compares at."""
     config = importlib.import_module(f"agents.{AGENTS[algo]}").get_config()
@@ -309,14 +324,7 @@ def compare(algo: str, repo: Path, dataset_dir: Path, hidden_dims: tuple[int, ..
             if isinstance(module, (nn.LayerNorm, EnsembleLayerNorm)):
                 module.eps = 1e-5
     pairs = {name: list(paired(ours.nets[name], params, subtrees)) for name, subtrees in NETWORKS[algo].items()}
-    with torch.no_grad():
-        for name, net_pairs in pairs.items():
-            for param, value in net_pairs:
-                if param.shape != value.shape:
-                    raise SystemExit(f"{name}: offrl {tuple(param.shape)} vs reference {value.shape}")
-                param.copy_(torch.as_tensor(value.copy()))
-    with replayed_draws(draws) as unused:
-        metrics = ours.update()
+    metrics, unused = update_from_reference(ours, pairs, draws)
 
     report = {"algo": algo, "torch_numerics": torch_numerics, "data": data_check, "metrics": {}, "grads": {}}
     report["unused_reference_draws"] = [(kind, list(v.shape)) for kind, v in unused]
@@ -496,14 +504,7 @@ def compare_idql(repo: Path, dataset_dir: Path, seed: int, torch_numerics: bool)
     }
     start = jax.device_get(start)
     pairs = {name: pairs_for(name, start) for name in layers}
-    with torch.no_grad():
-        for name, net_pairs in pairs.items():
-            for param, value in net_pairs:
-                if param.shape != value.shape:
-                    raise SystemExit(f"{name}: offrl {tuple(param.shape)} vs reference {value.shape}")
-                param.copy_(torch.as_tensor(value.copy()))
-    with replayed_draws(draws) as unused:
-        metrics = ours.update()
+    metrics, unused = update_from_reference(ours, pairs, draws)
 
     report = {"algo": "idql", "torch_numerics": torch_numerics, "data": {}, "metrics": {}, "grads": {}, "lr": 3e-4}
     report["unused_reference_draws"] = [(kind, list(v.shape)) for kind, v in unused]
