@@ -3,10 +3,13 @@
     python parity/learning.py --repo PATH/TO/fql --dataset-dir DIR --out parity-runs/fql --seeds 0 1 2 3 4 5 6 7
     python parity/learning.py --algo fan --repo PATH/TO/FAN --dataset-dir DIR --out parity-runs/fan --seeds 0 1 2 3
 
-Each run trains `--steps` updates and evaluates every `--eval-every` with `--eval-episodes` episodes. Runs go
-`--parallel` at a time, each pinned to its own CPU core (`taskset`) with one thread, the two sides alternating so
-that both see the same machine. A finished run is not repeated (its results stay in `--out`); the summary table is
-written to `--out`/summary.md and summary.json at the end.
+Each run trains `--steps` updates and evaluates every `--eval-every` with `--eval-episodes` episodes. Runs go one
+per core of `--cores`, each pinned to its core (`taskset`) with one thread, the two sides alternating so that both
+see the same machine. Each finished run's success curve is added to `--results` (by default
+parity/results/<algo>-cube-single.json, kept in the repository), together with the settings and the SHA-256 of the
+dataset file: a run already there is not repeated, so seeds add up across machines and sessions, and a results file
+made with other settings or another dataset file is refused. The summary table is written to `--out`/summary.md and
+summary.json at the end.
 
 The authors' code runs unchanged (`main.py` of a checkout of https://github.com/seohongpark/fql, or of
 https://github.com/brianlsy98/FAN with `--algo fan`), with Weights & Biases disabled and HOME pointed at a folder
@@ -20,9 +23,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
+import hashlib
 import json
 import os
 import queue
+import shutil
 import statistics
 import subprocess
 import sys
@@ -99,17 +105,79 @@ def offrl_curve(run_dir: Path) -> dict[int, float] | None:
     return {int(row["step"]): float(row["success"]) for row in results["evals"]}
 
 
-def run_all(args: argparse.Namespace) -> None:
+def dataset_sha256(dataset_dir: Path) -> str:
+    """SHA-256 of the training file both sides load (the validation file is made in the same generation run)."""
+    digest = hashlib.sha256()
+    with open(dataset_dir / "cube-single-play-v0.npz", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """What a run's curve depends on besides its seed: two results files are combined only when these are equal."""
+    common = {
+        "algo": args.algo,
+        "env_name": ENV_NAME,
+        "steps": args.steps,
+        "eval_every": args.eval_every,
+        "eval_episodes": args.eval_episodes,
+        "hidden_dims": list(args.hidden_dims),
+        "offrl_compile": args.compile,
+    }
+    if args.algo == "fql":
+        return {**common, "alpha": args.alpha}
+    return {**common, "alpha1": args.alpha1, "alpha2": args.alpha2, "discount": args.discount}
+
+
+def load_results(args: argparse.Namespace) -> dict:
+    """The results file for these settings and this dataset file; a new one where there is none yet."""
+    expected = {"settings": settings(args), "dataset_sha256": args.sha256}
+    if not args.results.is_file():
+        return {**expected, "runs": {"reference": {}, "offrl": {}}}
+    try:
+        results = json.loads(args.results.read_text())
+    except json.JSONDecodeError as error:
+        sys.exit(f"--results {args.results}: not valid JSON ({error}); fix or move it")
+    for key, value in expected.items():
+        if results.get(key) != value:
+            sys.exit(
+                f"--results {args.results}: its runs were made with {key} {results.get(key)}, these would be made "
+                f"with {value}; pass another --results file to keep the two apart"
+            )
+    return results
+
+
+def add_run(args: argparse.Namespace, results: dict, side: str, seed: int, curve: dict[int, float]) -> None:
+    """Adds one finished run to the results file, merged with what other processes added to it meanwhile."""
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.results.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if args.results.is_file():
+            for name, runs in load_results(args)["runs"].items():
+                results["runs"][name].update(runs)
+        results["runs"][side][str(seed)] = {str(step): value for step, value in sorted(curve.items())}
+        temporary = args.results.with_suffix(".tmp")
+        temporary.write_text(json.dumps(results, indent=1) + "\n")
+        temporary.replace(args.results)
+
+
+def run_all(args: argparse.Namespace, results: dict) -> None:
     jobs: queue.Queue = queue.Queue()
     for seed in args.seeds:
         for side in ("reference", "offrl"):
+            if str(seed) in results["runs"][side]:
+                continue
             out = args.out / side / f"seed{seed}"
             done = reference_curve(out) if side == "reference" else offrl_curve(out)
-            if done is None or max(done) < args.steps:
+            if done is not None and max(done) >= args.steps:  # finished in --out before it was recorded
+                add_run(args, results, side, seed, done)
+            else:
                 jobs.put((side, seed, out))
     total = jobs.qsize()
-    print(f"{total} runs to do, {args.parallel} at a time", flush=True)
+    print(f"{total} runs to do, one at a time on each of cores {args.cores}", flush=True)
     started = time.time()
+    lock = threading.Lock()
 
     def worker(core: int) -> None:
         while True:
@@ -118,26 +186,47 @@ def run_all(args: argparse.Namespace) -> None:
             except queue.Empty:
                 return
             out.parent.mkdir(parents=True, exist_ok=True)
-            if side == "reference":
-                command, cwd, home = reference_command(args, seed, out), args.repo, args.out / "home"
-            else:
-                command, cwd, home = offrl_command(args, seed, out), ROOT, Path.home()
-            env = {**os.environ, **ONE_THREAD, "HOME": str(home), "WANDB_MODE": "disabled"}
-            log = args.out / "logs" / f"{side}-seed{seed}.log"
-            log.parent.mkdir(parents=True, exist_ok=True)
-            begin = time.time()
-            with open(log, "w") as f:
-                rc = subprocess.run(
-                    ["taskset", "-c", str(core), *command], cwd=cwd, env=env, stdout=f, stderr=f
-                ).returncode
-            status = "ok" if rc == 0 else f"FAILED (exit {rc}, see {log})"
-            print(f"{side} seed {seed} on core {core}: {status} in {time.time() - begin:.0f} s", flush=True)
+            with lock:
+                recorded = args.results.is_file() and str(seed) in load_results(args)["runs"][side]
+            claim = out.with_name(out.name + ".running")
+            try:
+                if recorded:
+                    raise FileExistsError
+                claim.open("x").close()  # another learning.py on this --out may have taken this run meanwhile
+            except FileExistsError:
+                print(f"{side} seed {seed}: recorded or running elsewhere ({claim}), skipped", flush=True)
+                continue
+            try:
+                run_one(side, seed, out, core)
+            finally:
+                claim.unlink(missing_ok=True)
+
+    def run_one(side: str, seed: int, out: Path, core: int) -> None:
+        shutil.rmtree(out, ignore_errors=True)  # what an interrupted run left: both sides start afresh
+        if side == "reference":
+            command, cwd, home = reference_command(args, seed, out), args.repo, args.out / "home"
+        else:
+            command, cwd, home = offrl_command(args, seed, out), ROOT, Path.home()
+        env = {**os.environ, **ONE_THREAD, "HOME": str(home), "WANDB_MODE": "disabled"}
+        log = args.out / "logs" / f"{side}-seed{seed}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        begin = time.time()
+        with open(log, "w") as f:
+            rc = subprocess.run(["taskset", "-c", str(core), *command], cwd=cwd, env=env, stdout=f, stderr=f).returncode
+        curve = reference_curve(out) if side == "reference" else offrl_curve(out)
+        if rc == 0 and curve is not None and max(curve) >= args.steps:
+            with lock:
+                add_run(args, results, side, seed, curve)
+            status = f"ok, added to {args.results}"
+        else:
+            status = f"FAILED (exit {rc}, see {log})"
+        print(f"{side} seed {seed} on core {core}: {status} in {time.time() - begin:.0f} s", flush=True)
 
     home = args.out / "home" / ".ogbench"
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "data").exists():
         (home / "data").symlink_to(args.dataset_dir.resolve())
-    threads = [threading.Thread(target=worker, args=(core,)) for core in range(args.parallel)]
+    threads = [threading.Thread(target=worker, args=(core,)) for core in args.cores]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -145,17 +234,12 @@ def run_all(args: argparse.Namespace) -> None:
     print(f"all runs done in {(time.time() - started) / 60:.1f} min", flush=True)
 
 
-def summarize(args: argparse.Namespace) -> dict:
-    curves = {"reference": {}, "offrl": {}}
-    for seed in args.seeds:
-        ref, ours = (
-            reference_curve(args.out / "reference" / f"seed{seed}"),
-            offrl_curve(args.out / "offrl" / f"seed{seed}"),
-        )
-        if ref is not None and max(ref) >= args.steps:  # finished runs only
-            curves["reference"][seed] = ref
-        if ours is not None and max(ours) >= args.steps:
-            curves["offrl"][seed] = ours
+def summarize(args: argparse.Namespace, results: dict) -> dict:
+    """Every finished run in the results file, whatever --seeds says."""
+    curves = {
+        side: {int(seed): {int(step): value for step, value in curve.items()} for seed, curve in runs.items()}
+        for side, runs in results["runs"].items()
+    }
     steps = sorted({s for s in range(args.eval_every, args.steps + 1, args.eval_every)})
     rows = []
     for step in steps:
@@ -174,7 +258,7 @@ def summarize(args: argparse.Namespace) -> dict:
     lines = [
         f"{args.algo.upper()} on {ENV_NAME}, {setting}, hidden dims {args.hidden_dims}, "
         f"{args.eval_episodes} evaluation episodes; seeds: reference {sorted(curves['reference'])}, "
-        f"offrl {sorted(curves['offrl'])}",
+        f"offrl {sorted(curves['offrl'])}; dataset SHA-256 {args.sha256[:16]}...",
         "",
         "| step | reference mean (sd) | reference seeds | offrl mean (sd) | offrl seeds"
         " | offrl mean within the reference's range |",
@@ -213,7 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha1", type=float, default=100.0, help="FAN's alpha1 (offrl's default)")
     parser.add_argument("--alpha2", type=float, default=0.0, help="FAN's alpha2 (offrl's default)")
     parser.add_argument("--discount", type=float, default=0.995, help="FAN's discount (both defaults)")
-    parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one CPU core each")
+    parser.add_argument(
+        "--cores", type=int, nargs="+", default=[0, 1], help="CPU cores to use, one run at a time on each"
+    )
+    parser.add_argument(
+        "--results", type=Path, help="JSON file of finished runs (default: parity/results/<algo>-cube-single.json)"
+    )
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="offrl: torch.compile")
     parser.add_argument("--summary-only", action="store_true", help="only (re)write the summary of finished runs")
     args = parser.parse_args(argv)
@@ -221,13 +310,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--repo {args.repo}: no main.py; pass a checkout of the authors' repository")
     if not (args.dataset_dir / "cube-single-play-v0.npz").is_file():
         parser.error(f"--dataset-dir {args.dataset_dir}: no cube-single-play-v0.npz there")
-    if args.parallel > (os.cpu_count() or 1):
-        parser.error(f"--parallel {args.parallel}: this machine has {os.cpu_count()} cores")
+    usable = sorted(os.sched_getaffinity(0))
+    if not set(args.cores) <= set(usable):
+        parser.error(f"--cores {args.cores}: this process may run on cores {usable} only")
+    args.results = args.results or ROOT / "parity" / "results" / f"{args.algo}-cube-single.json"
     args.out.mkdir(parents=True, exist_ok=True)
     args.repo, args.out = args.repo.resolve(), args.out.resolve()
+    args.sha256 = dataset_sha256(args.dataset_dir)
+    results = load_results(args)
     if not args.summary_only:
-        run_all(args)
-    summarize(args)
+        run_all(args, results)
+    summarize(args, results)
     return 0
 
 
