@@ -1,7 +1,8 @@
-"""Learning curves of offrl's FQL (or FAN) and the authors' on the same dataset, same settings, several seeds each.
+"""Learning curves of offrl's FQL (or FAN, IDQL) and the authors' on the same dataset, same settings, several seeds.
 
     python parity/learning.py --repo PATH/TO/fql --dataset-dir DIR --out parity-runs/fql --seeds 0 1 2 3 4 5 6 7
     python parity/learning.py --algo fan --repo PATH/TO/FAN --dataset-dir DIR --out parity-runs/fan --seeds 0 1 2 3
+    python parity/learning.py --algo idql --repo PATH/TO/IDQL --dataset-dir DIR --out parity-runs/idql --seeds 0 1
 
 Each run trains `--steps` updates and evaluates every `--eval-every` with `--eval-episodes` episodes. Runs go one
 per core of `--cores`, each pinned to its core (`taskset`) with one thread, the two sides alternating so that both
@@ -12,8 +13,9 @@ made with other settings or another dataset file is refused. The summary table i
 summary.json at the end.
 
 The authors' code runs unchanged (`main.py` of a checkout of https://github.com/seohongpark/fql, or of
-https://github.com/brianlsy98/FAN with `--algo fan`), with Weights & Biases disabled and HOME pointed at a folder
-whose `.ogbench/data` is DIR, so that both load the same files: DIR holds
+https://github.com/brianlsy98/FAN with `--algo fan`), with Weights & Biases disabled (IDQL's code has no OGBench
+entry point: `--algo idql` runs its learner through parity/idql_reference.py, which says how) and HOME pointed at a
+folder whose `.ogbench/data` is DIR, so that both load the same files: DIR holds
 `cube-single-play-v0.npz` and `cube-single-play-v0-val.npz` (official, or regenerated:
 `python -m offrl.generate cube-single-play-v0 --dataset-dir DIR --output-name cube-single-play-v0`). Run it with a
 Python that has jax, flax, optax, distrax, ml_collections and wandb next to offrl.
@@ -54,6 +56,14 @@ ONE_THREAD = {
 
 
 def reference_command(args: argparse.Namespace, seed: int, save_dir: Path) -> list[str]:
+    if args.algo == "idql":
+        return [
+            sys.executable, str(ROOT / "parity" / "idql_reference.py"), "--repo", str(args.repo),
+            "--env-name", ENV_NAME, "--dataset-dir", str(args.dataset_dir), "--save-dir", str(save_dir),
+            "--seed", str(seed), "--steps", str(args.steps), "--eval-every", str(args.eval_every),
+            "--eval-episodes", str(args.eval_episodes), "--hidden-dims", *(str(d) for d in args.hidden_dims),
+            "--expectile", str(args.expectile),
+        ]  # fmt: skip
     dims = "(" + ",".join(str(d) for d in args.hidden_dims) + ",)"
     if args.algo == "fql":
         algo_flags = [f"--offline_steps={args.steps}", "--agent=agents/fql.py", f"--agent.alpha={args.alpha}"]
@@ -74,6 +84,8 @@ def reference_command(args: argparse.Namespace, seed: int, save_dir: Path) -> li
 def offrl_command(args: argparse.Namespace, seed: int, run_dir: Path) -> list[str]:
     if args.algo == "fql":
         algo_flags = ["--alpha", str(args.alpha)]
+    elif args.algo == "idql":  # the IDQL code's critic has no LayerNorm (its V has one at the input only)
+        algo_flags = ["--expectile", str(args.expectile), "--no-layer-norm"]
     else:
         algo_flags = ["--alpha1", str(args.alpha1), "--alpha2", str(args.alpha2), "--discount", str(args.discount)]
     return [
@@ -127,6 +139,8 @@ def settings(args: argparse.Namespace) -> dict:
     }
     if args.algo == "fql":
         return {**common, "alpha": args.alpha}
+    if args.algo == "idql":
+        return {**common, "expectile": args.expectile, "offrl_layer_norm": False}
     return {**common, "alpha1": args.alpha1, "alpha2": args.alpha2, "discount": args.discount}
 
 
@@ -204,7 +218,8 @@ def run_all(args: argparse.Namespace, results: dict) -> None:
     def run_one(side: str, seed: int, out: Path, core: int) -> None:
         shutil.rmtree(out, ignore_errors=True)  # what an interrupted run left: both sides start afresh
         if side == "reference":
-            command, cwd, home = reference_command(args, seed, out), args.repo, args.out / "home"
+            cwd = ROOT if args.algo == "idql" else args.repo
+            command, home = reference_command(args, seed, out), args.out / "home"
         else:
             command, cwd, home = offrl_command(args, seed, out), ROOT, Path.home()
         env = {**os.environ, **ONE_THREAD, "HOME": str(home), "WANDB_MODE": "disabled"}
@@ -254,7 +269,11 @@ def summarize(args: argparse.Namespace, results: dict) -> dict:
                 "max": max(values, default=None),
             }
         rows.append(row)
-    setting = f"alpha {args.alpha}" if args.algo == "fql" else f"alpha1 {args.alpha1}, alpha2 {args.alpha2}"
+    setting = {
+        "fql": f"alpha {args.alpha}",
+        "fan": f"alpha1 {args.alpha1}, alpha2 {args.alpha2}",
+        "idql": f"expectile {args.expectile}, offrl without LayerNorm",
+    }[args.algo]
     lines = [
         f"{args.algo.upper()} on {ENV_NAME}, {setting}, hidden dims {args.hidden_dims}, "
         f"{args.eval_episodes} evaluation episodes; seeds: reference {sorted(curves['reference'])}, "
@@ -284,8 +303,8 @@ def summarize(args: argparse.Namespace, results: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--algo", choices=("fql", "fan"), default="fql")
-    parser.add_argument("--repo", type=Path, required=True, help="checkout of the authors' code (fql or FAN)")
+    parser.add_argument("--algo", choices=("fql", "fan", "idql"), default="fql")
+    parser.add_argument("--repo", type=Path, required=True, help="checkout of the authors' code (fql, FAN or IDQL)")
     parser.add_argument("--dataset-dir", type=Path, required=True, help="folder with cube-single-play-v0.npz")
     parser.add_argument("--out", type=Path, required=True, help="where the runs and the summary go")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
@@ -297,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha1", type=float, default=100.0, help="FAN's alpha1 (offrl's default)")
     parser.add_argument("--alpha2", type=float, default=0.0, help="FAN's alpha2 (offrl's default)")
     parser.add_argument("--discount", type=float, default=0.995, help="FAN's discount (both defaults)")
+    parser.add_argument("--expectile", type=float, default=0.9, help="IDQL's expectile (offrl's OGBench default)")
     parser.add_argument(
         "--cores", type=int, nargs="+", default=[0, 1], help="CPU cores to use, one run at a time on each"
     )
@@ -306,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="offrl: torch.compile")
     parser.add_argument("--summary-only", action="store_true", help="only (re)write the summary of finished runs")
     args = parser.parse_args(argv)
-    if not (args.repo / "main.py").is_file():
-        parser.error(f"--repo {args.repo}: no main.py; pass a checkout of the authors' repository")
+    entry = "jaxrl5" if args.algo == "idql" else "main.py"
+    if not (args.repo / entry).exists():
+        parser.error(f"--repo {args.repo}: no {entry}; pass a checkout of the authors' repository")
     if not (args.dataset_dir / "cube-single-play-v0.npz").is_file():
         parser.error(f"--dataset-dir {args.dataset_dir}: no cube-single-play-v0.npz there")
     usable = sorted(os.sched_getaffinity(0))
