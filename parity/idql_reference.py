@@ -24,11 +24,26 @@ import random
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+def import_learner(repo: Path) -> ModuleType:
+    """The IDQL code's `ddpm_iql_learner` module, imported from a checkout (`repo`) as it is."""
+    sys.path.insert(0, str(repo.resolve()))
+    import jax.interpreters.xla  # noqa: PLC0415
+
+    if not hasattr(jax.interpreters.xla, "pytype_aval_mappings"):  # moved in newer JAX; TFP 0.25 still looks there
+        from jax._src import core  # noqa: PLC0415
+
+        jax.interpreters.xla.pytype_aval_mappings = core.pytype_aval_mappings
+    import tensorflow_probability.substrates.jax  # noqa: F401, PLC0415  (jaxrl5 expects it imported)
+
+    return importlib.import_module("jaxrl5.agents.ddpm_iql_simple.ddpm_iql_learner")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,20 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.repo / "jaxrl5").is_dir():
         parser.error(f"--repo {args.repo}: no jaxrl5 folder; pass a checkout of philippe-eecs/IDQL")
 
-    sys.path.insert(0, str(args.repo.resolve()))
     import gym  # noqa: PLC0415  (the IDQL code's spaces)
     import jax  # noqa: PLC0415
-    import jax.interpreters.xla  # noqa: PLC0415
-
-    if not hasattr(jax.interpreters.xla, "pytype_aval_mappings"):  # moved in newer JAX; TFP 0.25 still looks there
-        from jax._src import core  # noqa: PLC0415
-
-        jax.interpreters.xla.pytype_aval_mappings = core.pytype_aval_mappings
-    import tensorflow_probability.substrates.jax  # noqa: F401, PLC0415  (jaxrl5 expects it imported)
 
     from offrl.datasets import load_dataset  # noqa: PLC0415
 
-    learner = importlib.import_module("jaxrl5.agents.ddpm_iql_simple.ddpm_iql_learner")
+    learner = import_learner(args.repo)
     random.seed(args.seed)
     np.random.seed(args.seed)
     data = load_dataset(args.env_name, dataset_dir=args.dataset_dir, download=False)

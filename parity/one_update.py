@@ -417,13 +417,12 @@ def layers_at(tree: dict, paths: list[tuple[str, ...]]) -> list[tuple[str, dict]
 def compare_idql(repo: Path, dataset_dir: Path, seed: int, torch_numerics: bool) -> dict:
     """IDQL's update against the authors' DDPM-IQL learner, with offrl's critic and value networks given the
     reference's architecture (2 x 256 ReLU, LayerNorm at V's input) and dropout off, so that the same weights fit."""
-    sys.path.insert(0, str(repo.resolve()))
     import gym  # noqa: PLC0415  (the IDQL code's spaces)
     import jax  # noqa: PLC0415
-    import tensorflow_probability.substrates.jax  # noqa: F401, PLC0415  (jaxrl5 expects it imported)
     from flax.training.train_state import TrainState  # noqa: PLC0415
+    from idql_reference import import_learner  # noqa: PLC0415  (beside this file)
 
-    learner = importlib.import_module("jaxrl5.agents.ddpm_iql_simple.ddpm_iql_learner")
+    learner = import_learner(repo)
     script = importlib.import_module("train_idql")
     torch.manual_seed(seed)
     data = load_dataset(ENV_NAME, dataset_dir=dataset_dir)
