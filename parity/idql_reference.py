@@ -12,7 +12,7 @@ Settings follow IDQL's offline launcher where OGBench does not fix them: dropout
 learning rate decayed with a cosine over the whole run, expectile (`critic_hyperparam`) 0.9. It writes
 `OUT/eval.csv` (columns `step`, `evaluation/success`), which `parity/learning.py` reads.
 
-Needs gym and tensorflow-probability next to jax, flax, optax and offrl.
+Needs gym next to jax, flax, optax, distrax (which brings TensorFlow Probability) and offrl.
 """
 
 from __future__ import annotations
@@ -35,12 +35,6 @@ sys.path.insert(0, str(ROOT))
 def import_learner(repo: Path) -> ModuleType:
     """The IDQL code's `ddpm_iql_learner` module, imported from a checkout (`repo`) as it is."""
     sys.path.insert(0, str(repo.resolve()))
-    import jax.interpreters.xla  # noqa: PLC0415
-
-    if not hasattr(jax.interpreters.xla, "pytype_aval_mappings"):  # moved in newer JAX; TFP 0.25 still looks there
-        from jax._src import core  # noqa: PLC0415
-
-        jax.interpreters.xla.pytype_aval_mappings = core.pytype_aval_mappings
     import tensorflow_probability.substrates.jax  # noqa: F401, PLC0415  (jaxrl5 expects it imported)
 
     return importlib.import_module("jaxrl5.agents.ddpm_iql_simple.ddpm_iql_learner")

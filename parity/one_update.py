@@ -11,7 +11,7 @@ every gradient and every parameter after the Adam step and the target update are
     python parity/one_update.py idql --repo PATH/TO/IDQL --dataset-dir DIR
 
 `--repo` is a checkout of https://github.com/seohongpark/fql (FQL, IQL), https://github.com/brianlsy98/FAN (FAN) or
-https://github.com/philippe-eecs/IDQL (IDQL: its `ddpm_iql_simple` learner; needs gym and tensorflow-probability;
+https://github.com/philippe-eecs/IDQL (IDQL: its `ddpm_iql_simple` learner; needs gym;
 offrl's critic and value networks take the reference's architecture for the comparison, dropout is off);
 DIR holds `cube-single-play-v0.npz` and `cube-single-play-v0-val.npz` (the official files, or ones regenerated with
 `python -m offrl.generate cube-single-play-v0 --dataset-dir DIR --output-name cube-single-play-v0`). Needs jax, flax,
