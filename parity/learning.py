@@ -27,9 +27,12 @@ import argparse
 import csv
 import fcntl
 import hashlib
+import itertools
 import json
+import math
 import os
 import queue
+import random
 import shutil
 import statistics
 import subprocess
@@ -249,6 +252,26 @@ def run_all(args: argparse.Namespace, results: dict) -> None:
     print(f"all runs done in {(time.time() - started) / 60:.1f} min", flush=True)
 
 
+def permutation_p(a: list[float], b: list[float]) -> float:
+    """Two-sided p-value of the difference of means of `a` and `b` under exchangeable labels: the fraction of all
+    ways to split the pooled values into groups of their sizes whose difference is at least as large as the one
+    observed (exact; a fixed-seed sample of 100,000 splits where there are more)."""
+    pooled, size = a + b, len(a)
+    observed = abs(statistics.fmean(a) - statistics.fmean(b)) - 1e-12
+    total = sum(pooled)
+    if math.comb(len(pooled), size) <= 100_000:
+        splits = itertools.combinations(range(len(pooled)), size)
+    else:
+        draw = random.Random(0)
+        splits = (draw.sample(range(len(pooled)), size) for _ in range(100_000))
+    extreme = count = 0
+    for split in splits:
+        first = sum(pooled[i] for i in split)
+        extreme += abs(first / size - (total - first) / (len(pooled) - size)) >= observed
+        count += 1
+    return extreme / count
+
+
 def summarize(args: argparse.Namespace, results: dict) -> dict:
     """Every finished run in the results file, whatever --seeds says."""
     curves = {
@@ -268,6 +291,9 @@ def summarize(args: argparse.Namespace, results: dict) -> dict:
                 "min": min(values, default=None),
                 "max": max(values, default=None),
             }
+        ref, ours = row["reference"]["per_seed"], row["offrl"]["per_seed"]
+        row["difference"] = statistics.fmean(ours) - statistics.fmean(ref) if ref and ours else None
+        row["p"] = permutation_p(ours, ref) if len(ref) > 1 and len(ours) > 1 else None
         rows.append(row)
     setting = {
         "fql": f"alpha {args.alpha}",
@@ -280,8 +306,8 @@ def summarize(args: argparse.Namespace, results: dict) -> dict:
         f"offrl {sorted(curves['offrl'])}; dataset SHA-256 {args.sha256[:16]}...",
         "",
         "| step | reference mean (sd) | reference seeds | offrl mean (sd) | offrl seeds"
-        " | offrl mean within the reference's range |",
-        "|---|---|---|---|---|---|",
+        " | offrl mean within the reference's range | offrl - reference (permutation p) |",
+        "|---|---|---|---|---|---|---|",
     ]
 
     def cell(stats: dict) -> str:
@@ -293,7 +319,8 @@ def summarize(args: argparse.Namespace, results: dict) -> dict:
     for row in rows:
         ref, ours = row["reference"], row["offrl"]
         within = "-" if ref["mean"] is None or ours["mean"] is None else str(ref["min"] <= ours["mean"] <= ref["max"])
-        lines.append(f"| {row['step']} | {cell(ref)} | {cell(ours)} | {within} |")
+        difference = "-" if row["p"] is None else f"{row['difference']:+.2f} ({row['p']:.2f})"
+        lines.append(f"| {row['step']} | {cell(ref)} | {cell(ours)} | {within} | {difference} |")
     summary = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "curves": curves}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     (args.out / "summary.md").write_text("\n".join(lines) + "\n")
