@@ -27,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.save_dir / "eval.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["step", "evaluation/success"])
-        for step in range(1, args.steps + 1):
+        for step in tqdm.trange(1, args.steps + 1, desc="idql (reference)", smoothing=0.1, dynamic_ncols=True):
             rows = rng.integers(len(data), size=args.batch_size)
             agent, _ = agent.update({k: jax.numpy.asarray(train[k][rows]) for k in keys})
             if step % args.eval_every:
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 successes.append(float(info["success"]))
             writer.writerow([step, float(np.mean(successes))])
             f.flush()
-            print(f"step {step}: success {np.mean(successes):.3f} ({time.time() - started:.0f} s)", flush=True)
+            tqdm.tqdm.write(f"step {step}: success {np.mean(successes):.3f} ({time.time() - started:.0f} s)")
     return 0
 
 
