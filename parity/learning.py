@@ -179,6 +179,25 @@ def add_run(args: argparse.Namespace, results: dict, side: str, seed: int, curve
         temporary.replace(args.results)
 
 
+def take_claim(claim: Path) -> bool:
+    """Claims a run for this process: a file holding its PID. A claim whose process is gone (killed) is taken over;
+    one without a PID (made by hand to hold a run back) is left alone."""
+    try:
+        with open(claim, "x") as f:
+            f.write(str(os.getpid()))
+        return True
+    except FileExistsError:
+        pass
+    try:
+        os.kill(int(claim.read_text()), 0)
+    except ProcessLookupError:
+        claim.write_text(str(os.getpid()))
+        return True
+    except (ValueError, OSError):
+        pass
+    return False
+
+
 def run_all(args: argparse.Namespace, results: dict) -> None:
     jobs: queue.Queue = queue.Queue()
     for seed in args.seeds:
@@ -206,11 +225,7 @@ def run_all(args: argparse.Namespace, results: dict) -> None:
             with lock:
                 recorded = args.results.is_file() and str(seed) in load_results(args)["runs"][side]
             claim = out.with_name(out.name + ".running")
-            try:
-                if recorded:
-                    raise FileExistsError
-                claim.open("x").close()  # another learning.py on this --out may have taken this run meanwhile
-            except FileExistsError:
+            if recorded or not take_claim(claim):  # another learning.py on this --out may have taken it meanwhile
                 print(f"{side} seed {seed}: recorded or running elsewhere ({claim}), skipped", flush=True)
                 continue
             try:
