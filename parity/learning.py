@@ -298,7 +298,7 @@ def summarize(args: argparse.Namespace, results: dict) -> dict:
     for step in steps:
         row = {"step": step}
         for side in ("reference", "offrl"):
-            values = [curve[step] for curve in curves[side].values() if step in curve]
+            values = [curves[side][seed][step] for seed in sorted(curves[side]) if step in curves[side][seed]]
             row[side] = {
                 "per_seed": values,
                 "mean": statistics.fmean(values) if values else None,
