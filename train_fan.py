@@ -25,10 +25,12 @@ from typing import Literal
 
 import torch
 
+from offrl.args import Preset, RunArgs, arg
+from offrl.compile import compiled, make_optimizer
 from offrl.datasets import OfflineDataset, sample_batch
 from offrl.losses import expectile_loss, flow_matching_loss
 from offrl.networks import MLP, EnsembleMLP, call_frozen, polyak_update_
-from offrl.runs import Agent, Preset, Run, RunArgs, compile_update, make_optimizer, warmup_calls
+from offrl.run import Agent, Run
 
 
 @dataclass
@@ -40,11 +42,11 @@ class Args(RunArgs):
     """target critic Polyak rate, every step"""
     lr: float = 3e-4
     """Adam learning rate (one optimizer over the flow, the one-step policy, the critic and Z)"""
-    hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    hidden_dims: tuple[int, ...] = arg((512, 512, 512, 512), at_least=1, shape=True)
     """hidden layer widths of the BC flow, the one-step policy, the critics and Z"""
-    layer_norm: bool = True
+    layer_norm: bool = arg(True, shape=True)
     """LayerNorm in the critics and Z"""
-    actor_layer_norm: bool = False
+    actor_layer_norm: bool = arg(False, shape=True)
     """LayerNorm in the BC flow and the one-step policy"""
     alpha1: float = 100.0
     """actor flow-anchoring coefficient: 100 cube/scene/puzzle, 10 antsoccer (D4RL antmaze 3)"""
@@ -61,8 +63,6 @@ class Args(RunArgs):
     """how the two Z heads combine in the backup (min for D4RL)"""
     normalize_value_loss: bool = False
     """divide the actor's Q and Z terms each by sg(mean |.|)"""
-    reward_mode: Literal["auto", "none", "antmaze", "locomotion"] = "auto"
-    """reward processing: auto (per dataset family), none, antmaze (r - 1), locomotion (1000 / return range)"""
 
 
 # Recommended settings per domain, applied to every run (flags given win; --no-presets: off): the FAN repository's
@@ -209,15 +209,16 @@ def build(args: Args, data: OfflineDataset, device: torch.device) -> Agent:
         return nets["actor"](torch.cat([obs, noise], -1)).clamp(-1.0, 1.0)
 
     state = {**nets, "optimizer": optimizer}
-    return Agent(nets, update, policy, state, validation if data.val is not None else None, explore=policy)
+    return Agent(nets=nets, update=update, policy=policy, state=state, validation=validation, explore=policy)
 
 
 def main(argv: list[str] | None = None) -> int:
     with Run(__file__, Args, PRESETS, argv) as run:
         agent = build(run.args, run.data, run.device)
-        update = compile_update(agent.update, run.args.compile, run.args.cudagraphs, run.device)
-        for step in run.steps(agent, warmup=warmup_calls(update)):
-            if run.online(step):  # --online-steps: one environment step, its transition into the replay buffer
+        update = compiled(agent.update, run.args.compile, run.args.cudagraphs, run.device)
+        run.start(agent)  # --resume: restores its checkpoint; a new run: evaluates at step 0
+        for step in run.steps():  # to --total-steps (+ --online-steps), or until Ctrl-C/SIGTERM
+            if run.in_online_phase(step):  # --online-steps: one environment step, its transition into the buffer
                 run.act(agent.explore)
             metrics = update()
             if run.log_due(step):

@@ -21,10 +21,12 @@ from typing import Literal
 
 import torch
 
+from offrl.args import Preset, RunArgs, arg
+from offrl.compile import compiled, make_optimizer
 from offrl.datasets import OfflineDataset, sample_batch
 from offrl.losses import flow_matching_loss
 from offrl.networks import MLP, EnsembleMLP, call_frozen, polyak_update_
-from offrl.runs import Agent, Preset, Run, RunArgs, compile_update, make_optimizer, warmup_calls
+from offrl.run import Agent, Run
 
 
 @dataclass
@@ -36,22 +38,20 @@ class Args(RunArgs):
     """target critic Polyak rate, every step"""
     lr: float = 3e-4
     """Adam learning rate (one optimizer over the flow, the one-step policy and the critic)"""
-    hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    hidden_dims: tuple[int, ...] = arg((512, 512, 512, 512), at_least=1, shape=True)
     """hidden layer widths of the BC flow, the one-step policy and the critics"""
-    layer_norm: bool = True
+    layer_norm: bool = arg(True, shape=True)
     """LayerNorm in the critics"""
-    actor_layer_norm: bool = False
+    actor_layer_norm: bool = arg(False, shape=True)
     """LayerNorm in the BC flow and the one-step policy"""
     alpha: float = 300.0
     """distillation coefficient: 300 cube/scene, 1000 puzzle, 10 antmaze/antsoccer, 30 humanoidmaze (D4RL antmaze 10)"""
-    flow_steps: int = 10
+    flow_steps: int = arg(10, at_least=1)
     """Euler steps of the BC flow that produce the distillation target"""
     q_agg: Literal["mean", "min"] = "mean"
     """how the two target critics combine in the backup (min for antmaze-large/giant)"""
     normalize_q_loss: bool = False
     """divide the actor's Q term by sg(mean |Q|)"""
-    reward_mode: Literal["auto", "none", "antmaze", "locomotion"] = "auto"
-    """reward processing: auto (per dataset family), none, antmaze (r - 1), locomotion (1000 / return range)"""
 
 
 # Recommended settings per domain, applied to every run (flags given win; --no-presets: off). Every value is the one in
@@ -171,15 +171,16 @@ def build(args: Args, data: OfflineDataset, device: torch.device) -> Agent:
         return nets["actor"](torch.cat([obs, noise], -1)).clamp(-1.0, 1.0)
 
     state = {**nets, "optimizer": optimizer}
-    return Agent(nets, update, policy, state, validation if data.val is not None else None, explore=policy)
+    return Agent(nets=nets, update=update, policy=policy, state=state, validation=validation, explore=policy)
 
 
 def main(argv: list[str] | None = None) -> int:
-    with Run(__file__, Args, PRESETS, argv, positive=("flow_steps",)) as run:
+    with Run(__file__, Args, PRESETS, argv) as run:
         agent = build(run.args, run.data, run.device)
-        update = compile_update(agent.update, run.args.compile, run.args.cudagraphs, run.device)
-        for step in run.steps(agent, warmup=warmup_calls(update)):
-            if run.online(step):  # --online-steps: one environment step, its transition into the replay buffer
+        update = compiled(agent.update, run.args.compile, run.args.cudagraphs, run.device)
+        run.start(agent)  # --resume: restores its checkpoint; a new run: evaluates at step 0
+        for step in run.steps():  # to --total-steps (+ --online-steps), or until Ctrl-C/SIGTERM
+            if run.in_online_phase(step):  # --online-steps: one environment step, its transition into the buffer
                 run.act(agent.explore)
             metrics = update()
             if run.log_due(step):

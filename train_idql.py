@@ -23,6 +23,8 @@ from typing import Literal
 
 import torch
 
+from offrl.args import Preset, RunArgs, arg
+from offrl.compile import CosineDecay, compiled, make_optimizer
 from offrl.datasets import OfflineDataset, sample_batch
 from offrl.diffusion import (
     DDPMSchedule,
@@ -34,7 +36,7 @@ from offrl.diffusion import (
 )
 from offrl.losses import expectile_loss
 from offrl.networks import MLP, EnsembleMLP, polyak_update_
-from offrl.runs import Agent, CosineDecay, Preset, Run, RunArgs, compile_update, make_optimizer, warmup_calls
+from offrl.run import Agent, Run
 
 
 @dataclass
@@ -46,16 +48,16 @@ class Args(RunArgs):
     """target critic Polyak rate, every step"""
     lr: float = 3e-4
     """Adam learning rate of the critic and value networks"""
-    hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    hidden_dims: tuple[int, ...] = arg((512, 512, 512, 512), at_least=1, shape=True)
     """hidden layer widths of the critic and value networks: 4 x 512, the OGBench default all scripts share (the IDQL
     paper and code on D4RL: 256 256, ReLU, LayerNorm only at V's input)"""
-    layer_norm: bool = True
+    layer_norm: bool = arg(True, shape=True)
     """LayerNorm in the critic and value networks"""
     expectile: float = 0.9
     """expectile tau of the value loss and of the resampling weights (0.9 OGBench and antmaze, 0.7 D4RL locomotion)"""
-    diffusion_steps: int = 5
+    diffusion_steps: int = arg(5, at_least=1)
     """DDPM steps T (variance-preserving beta schedule)"""
-    num_candidates: int = 64
+    num_candidates: int = arg(64, at_least=1)
     """actions N sampled per state at evaluation (the paper: 32 antmaze, 128 locomotion, 64 with one setting)"""
     extraction: Literal["argmax", "resample"] = "argmax"
     """argmax: the candidate with the highest min_i Qbar_i(s, a); resample: draw one with probability ~ |tau - 1(Q < V)|
@@ -68,18 +70,16 @@ class Args(RunArgs):
     """cosine decay of the denoiser's learning rate to 0 over all updates (offline and online)"""
     ema_rate: float = 0.001
     """rate of the denoiser's exponential moving average (the copy that samples), every step"""
-    denoiser_hidden_dim: int = 256
+    denoiser_hidden_dim: int = arg(256, at_least=1, shape=True)
     """width of the LN-ResNet denoiser (its residual blocks expand to 4x this)"""
-    denoiser_blocks: int = 3
+    denoiser_blocks: int = arg(3, at_least=0, shape=True)
     """residual blocks of the denoiser"""
-    denoiser_time_dim: int = 128
+    denoiser_time_dim: int = arg(128, at_least=1, shape=True)
     """Fourier features of the diffusion step t"""
     denoiser_activation: Literal["swish", "mish"] = "swish"
     """denoiser activation: swish (the newest IDQL code) or mish (the paper's first version)"""
     dropout: float = 0.1
     """dropout rate in the denoiser's residual blocks (training only)"""
-    reward_mode: Literal["auto", "none", "antmaze", "locomotion"] = "auto"
-    """reward processing: auto (per dataset family), none, antmaze (r - 1), locomotion (1000 / return range)"""
 
 
 # Recommended settings per domain, applied to every run (flags given win; --no-presets: off).
@@ -220,18 +220,19 @@ def build(args: Args, data: OfflineDataset, device: torch.device) -> Agent:
     def select_online(obs: torch.Tensor) -> torch.Tensor:  # online: one observation (1, S), the same selection
         return select_actions(obs, nets, schedule, action_dim, args)
 
-    policy = compile_update(select, args.compile, args.cudagraphs, device, name="policy")  # one compiled shape
-    explore = compile_update(select_online, args.compile, args.cudagraphs, device, name="explore")
+    policy = compiled(select, args.compile, args.cudagraphs, device, name="policy")  # one compiled shape
+    explore = compiled(select_online, args.compile, args.cudagraphs, device, name="explore")
     state = {**nets, "optimizer": optimizer, **({"actor_lr_decay": lr_decay} if lr_decay is not None else {})}
-    return Agent(nets, update, policy, state, validation if data.val is not None else None, explore)
+    return Agent(nets=nets, update=update, policy=policy, state=state, validation=validation, explore=explore)
 
 
 def main(argv: list[str] | None = None) -> int:
-    with Run(__file__, Args, PRESETS, argv, positive=("diffusion_steps", "num_candidates")) as run:
+    with Run(__file__, Args, PRESETS, argv) as run:
         agent = build(run.args, run.data, run.device)
-        update = compile_update(agent.update, run.args.compile, run.args.cudagraphs, run.device)
-        for step in run.steps(agent, warmup=warmup_calls(update)):
-            if run.online(step):  # --online-steps: one environment step, its transition into the replay buffer
+        update = compiled(agent.update, run.args.compile, run.args.cudagraphs, run.device)
+        run.start(agent)  # --resume: restores its checkpoint; a new run: evaluates at step 0
+        for step in run.steps():  # to --total-steps (+ --online-steps), or until Ctrl-C/SIGTERM
+            if run.in_online_phase(step):  # --online-steps: one environment step, its transition into the buffer
                 run.act(agent.explore)
             metrics = update()
             if run.log_due(step):

@@ -20,10 +20,12 @@ from typing import Literal
 
 import torch
 
+from offrl.args import Preset, RunArgs, arg
+from offrl.compile import CosineDecay, compiled, make_optimizer
 from offrl.datasets import OfflineDataset, sample_batch
 from offrl.losses import expectile_loss
 from offrl.networks import MLP, EnsembleMLP, GaussianActor, polyak_update_
-from offrl.runs import Agent, CosineDecay, Preset, Run, RunArgs, compile_update, make_optimizer, warmup_calls
+from offrl.run import Agent, Run
 
 
 @dataclass
@@ -35,9 +37,9 @@ class Args(RunArgs):
     """target critic Polyak rate, every step"""
     lr: float = 3e-4
     """Adam learning rate for all networks"""
-    hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    hidden_dims: tuple[int, ...] = arg((512, 512, 512, 512), at_least=1, shape=True)
     """hidden layer widths of the actor, critic and value networks (D4RL in the IQL paper: 256 256)"""
-    layer_norm: bool = True
+    layer_norm: bool = arg(True, shape=True)
     """LayerNorm in the critic and value networks"""
     expectile: float = 0.9
     """expectile tau of the value loss (0.7 for D4RL locomotion)"""
@@ -48,8 +50,6 @@ class Args(RunArgs):
     actor_cosine_decay: bool = False
     """cosine decay of the actor learning rate to 0 over all updates, offline and online (the IQL paper's D4RL
     setting)"""
-    reward_mode: Literal["auto", "none", "antmaze", "locomotion"] = "auto"
-    """reward processing: auto (per dataset family), none, antmaze (r - 1), locomotion (1000 / return range)"""
 
 
 # Recommended settings per domain, applied to every run (flags given win; --no-presets: off).
@@ -164,15 +164,16 @@ def build(args: Args, data: OfflineDataset, device: torch.device) -> Agent:
         return nets["actor"].sample(obs)[0].clamp(-1.0, 1.0)
 
     state = {**nets, "optimizer": optimizer, **({"actor_lr_decay": lr_decay} if lr_decay is not None else {})}
-    return Agent(nets, update, policy, state, validation if data.val is not None else None, explore)
+    return Agent(nets=nets, update=update, policy=policy, state=state, validation=validation, explore=explore)
 
 
 def main(argv: list[str] | None = None) -> int:
     with Run(__file__, Args, PRESETS, argv) as run:
         agent = build(run.args, run.data, run.device)
-        update = compile_update(agent.update, run.args.compile, run.args.cudagraphs, run.device)
-        for step in run.steps(agent, warmup=warmup_calls(update)):
-            if run.online(step):  # --online-steps: one environment step, its transition into the replay buffer
+        update = compiled(agent.update, run.args.compile, run.args.cudagraphs, run.device)
+        run.start(agent)  # --resume: restores its checkpoint; a new run: evaluates at step 0
+        for step in run.steps():  # to --total-steps (+ --online-steps), or until Ctrl-C/SIGTERM
+            if run.in_online_phase(step):  # --online-steps: one environment step, its transition into the buffer
                 run.act(agent.explore)
             metrics = update()
             if run.log_due(step):

@@ -18,13 +18,14 @@ import copy
 import math
 import sys
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
+from offrl.args import Preset, RunArgs, arg
+from offrl.compile import compiled, make_optimizer
 from offrl.datasets import OfflineDataset, sample_batch
 from offrl.networks import EnsembleMLP, GaussianActor, call_frozen, polyak_update_
-from offrl.runs import Agent, Preset, Run, RunArgs, compile_update, make_optimizer, warmup_calls
+from offrl.run import Agent, Run
 
 
 @dataclass
@@ -36,9 +37,9 @@ class Args(RunArgs):
     """target critic Polyak rate, every step"""
     lr: float = 3e-4
     """Adam learning rate for the critic, the actor and the temperature"""
-    hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    hidden_dims: tuple[int, ...] = arg((512, 512, 512, 512), at_least=1, shape=True)
     """hidden layer widths of the actor and critic networks"""
-    layer_norm: bool = True
+    layer_norm: bool = arg(True, shape=True)
     """LayerNorm in the critic networks"""
     alpha: float = 300.0
     """behaviour-cloning coefficient: the actor pays (alpha / |A|) ||a - a_pi||^2 (cube-single 300, antsoccer 3)"""
@@ -46,8 +47,6 @@ class Args(RunArgs):
     """target entropy H_target = -multiplier * |A|"""
     initial_temperature: float = 1.0
     """initial entropy temperature beta"""
-    reward_mode: Literal["auto", "none", "antmaze", "locomotion"] = "auto"
-    """reward processing: auto (per dataset family), none, antmaze (r - 1), locomotion (1000 / return range)"""
 
 
 # Recommended settings per domain, applied to every run (flags given win; --no-presets: off).
@@ -148,15 +147,16 @@ def build(args: Args, data: OfflineDataset, device: torch.device) -> Agent:
         return nets["actor"].sample(obs)[0]
 
     state = {**nets, "optimizer": optimizer}
-    return Agent(nets, update, policy, state, validation if data.val is not None else None, explore)
+    return Agent(nets=nets, update=update, policy=policy, state=state, validation=validation, explore=explore)
 
 
 def main(argv: list[str] | None = None) -> int:
     with Run(__file__, Args, PRESETS, argv) as run:
         agent = build(run.args, run.data, run.device)
-        update = compile_update(agent.update, run.args.compile, run.args.cudagraphs, run.device)
-        for step in run.steps(agent, warmup=warmup_calls(update)):
-            if run.online(step):  # --online-steps: one environment step, its transition into the replay buffer
+        update = compiled(agent.update, run.args.compile, run.args.cudagraphs, run.device)
+        run.start(agent)  # --resume: restores its checkpoint; a new run: evaluates at step 0
+        for step in run.steps():  # to --total-steps (+ --online-steps), or until Ctrl-C/SIGTERM
+            if run.in_online_phase(step):  # --online-steps: one environment step, its transition into the buffer
                 run.act(agent.explore)
             metrics = update()
             if run.log_due(step):

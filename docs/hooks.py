@@ -1,5 +1,5 @@
 """MkDocs hook: `<!-- presets: train_fql.py -->` becomes that script's PRESETS table, `<!-- published -->` the
-published numbers of `offrl.report`; both are read from the code, so the pages never hold a retyped copy.
+published numbers of `offrl.tools.report`; both are read from the code, so the pages never hold a retyped copy.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def _value(value) -> str:
 
 def presets_table(script: str) -> str:
     """The script's PRESETS as a Markdown table: env-name pattern, settings, source (later rows win)."""
-    from offrl.runs import import_script
+    from offrl.args import import_script
 
     presets = import_script(REPO_ROOT / script).PRESETS
     lines = ["| env names matching (from the start) | settings | source |", "|---|---|---|"]
@@ -29,8 +29,8 @@ def presets_table(script: str) -> str:
 
 
 def published_table() -> str:
-    """`offrl.report`'s published numbers (domain means, then single tasks) and their sources."""
-    from offrl import report
+    """`offrl.tools.report`'s published numbers (domain means, then single tasks) and their sources."""
+    from offrl.tools import report
 
     lines = ["| env or domain | algorithm | success (%) | source |", "|---|---|---|---|"]
     for (domain, algo), (value, source) in sorted(report.PUBLISHED_DOMAIN.items()):

@@ -11,16 +11,12 @@ policy draws its noise for a whole batch at once, so its result also depends on 
 deterministic: `evaluate` runs inside a forked torch RNG seeded from `seed` (the caller's RNG state is left as it
 was, so evaluating does not change the course of training).
 
-Observations. Dict/Tuple observation spaces (e.g. Minari's AntMaze) are flattened with gymnasium's
-`FlattenObservation` inside `evaluate`, so the policy always sees a flat float32 vector; `flatten_observations`
-flattens a batch of stored observations (e.g. a dataset) in the same order.
+Observations. Dict/Tuple observation spaces (e.g. Minari's AntMaze) are flattened (`offrl.observations`) inside
+`evaluate`, so the policy always sees a flat float32 vector.
 
-Video. With `video_path`, environment 0 is made with `make_env(render_mode="rgb_array")` and renders every step of
-the episode it runs first (episode 0); no episode is replayed, and rendering reads the simulation without changing
-it, so the results are those of an evaluation without video. MuJoCo picks its OpenGL backend (`MUJOCO_GL`) once,
-when it is first imported, and a backend that fails can abort the process later (glfw without a display):
-`choose_gl_backend` tries the candidates in child processes before anything renders here. When rendering fails,
-`evaluate` warns once and returns its results without a video.
+Video. With `video_path`, environment 0 is made with `make_env(render_mode="rgb_array")` and records the episode it
+runs first (`offrl.video.FirstEpisodeVideo`): no episode is replayed, so the results are those of an evaluation
+without video. When rendering fails, `evaluate` warns once and returns its results without a video.
 
 Threads. On CPU the policy runs with one torch thread during evaluation (restored afterwards): batches are tiny,
 and idle OpenMP workers spinning between policy calls take the cores the simulators need.
@@ -29,15 +25,12 @@ and idle OpenMP workers spinning between policy calls take the cores the simulat
 from __future__ import annotations
 
 import contextlib
-import ctypes.util
 import functools
-import importlib.util
 import os
-import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +38,9 @@ import gymnasium
 import numpy as np
 import torch
 
+from offrl.observations import flatten_observation_env
 from offrl.scores import normalized_score
+from offrl.video import FirstEpisodeVideo
 
 EVAL_SEED_OFFSET = 1_000_000_000
 """Added to every evaluation seed, so evaluation episodes never reuse a training or data-generation seed."""
@@ -76,190 +71,23 @@ def episode_seeds(seed: int, num_episodes: int) -> list[int]:
     return [base + i for i in range(num_episodes)]
 
 
-def flatten_observation_env(env: gymnasium.Env) -> gymnasium.Env:
-    """Wrap `env` so its observations are flat vectors, or return it unchanged if they already are.
-
-    A 1-D Box stays as it is; any other space (Dict, Tuple, an n-D Box) goes through
-    `gymnasium.wrappers.FlattenObservation`, i.e. `gymnasium.spaces.flatten` order (Dict entries in the order of
-    `space.spaces`). `evaluate` applies this to every environment it makes.
-    """
-    space = env.observation_space
-    if isinstance(space, gymnasium.spaces.Box) and len(space.shape) == 1:
-        return env
-    return gymnasium.wrappers.FlattenObservation(env)
-
-
-def flatten_observations(space: gymnasium.spaces.Space, observations: Any) -> np.ndarray:
-    """Flatten a batch of observations row by row, exactly as `gymnasium.spaces.flatten` flattens one.
-
-    Args:
-        space: the single-observation space (Box, Discrete, Dict or Tuple of those, nested).
-        observations: a batch matching `space`: an array (N, *shape) for a Box, ints (N,) for a Discrete,
-            a mapping / sequence of such batches for a Dict / Tuple (as Minari stores Dict observations).
-
-    Returns:
-        (N, flatdim(space)) array; rows equal `gymnasium.spaces.flatten(space, observation)`.
-    """
-    if isinstance(space, gymnasium.spaces.Box):
-        observations = np.asarray(observations, dtype=space.dtype)
-        return observations.reshape(observations.shape[0], -1)
-    if isinstance(space, gymnasium.spaces.Discrete):
-        indices = np.asarray(observations) - space.start
-        one_hot = np.zeros((indices.shape[0], space.n), dtype=space.dtype)
-        one_hot[np.arange(indices.shape[0]), indices] = 1
-        return one_hot
-    if isinstance(space, gymnasium.spaces.Dict):
-        assert isinstance(observations, Mapping), f"a Dict space needs a mapping of batches, got {type(observations)}"
-        parts = [flatten_observations(subspace, observations[key]) for key, subspace in space.spaces.items()]
-        return np.concatenate(parts, axis=1)
-    if isinstance(space, gymnasium.spaces.Tuple):
-        assert isinstance(observations, Sequence), (
-            f"a Tuple space needs a sequence of batches, got {type(observations)}"
-        )
-        parts = [
-            flatten_observations(subspace, batch) for subspace, batch in zip(space.spaces, observations, strict=True)
-        ]
-        return np.concatenate(parts, axis=1)
-    raise NotImplementedError(f"cannot flatten a batch of {type(space).__name__} observations")
-
-
 def _make_flat_env(make_env: Callable[..., gymnasium.Env], **kwargs: Any) -> gymnasium.Env:
     """`flatten_observation_env(make_env(**kwargs))`; a module-level function so that a partial of it pickles."""
     return flatten_observation_env(make_env(**kwargs))
 
 
-class _FirstEpisodeVideo(gymnasium.Wrapper):
-    """Renders every step of the first episode this environment runs and writes the frames to `path` at its end.
-
-    Any rendering or writing error is kept (`video_result`), never raised: a video must not cost the evaluation.
-    With `path` None the wrapper does nothing; every environment of a vector env carries one so that
-    `envs.call("video_result")` reaches them all.
-    """
-
-    def __init__(self, env: gymnasium.Env, path: Path | None, error: str | None = None) -> None:
-        super().__init__(env)
-        self._path, self._error, self._written = path, error, None
-        self._frames: list[np.ndarray] | None = [] if path is not None and error is None else None
-
-    def reset(self, **kwargs: Any):
-        result = self.env.reset(**kwargs)
-        self._grab()
-        return result
-
-    def step(self, action):
-        result = self.env.step(action)
-        self._grab()
-        if self._frames is not None and (result[2] or result[3]):  # terminated or truncated: the episode is over
-            frames, self._frames = self._frames, None
-            try:
-                self._written = _write_video(frames, self._path, self.env.metadata.get("render_fps") or 30)
-            except Exception as error:
-                self._error = f"{type(error).__name__}: {error}"
-        return result
-
-    def _grab(self) -> None:
-        if self._frames is None:
-            return
-        try:
-            frame = self.env.render()
-            if frame is None:
-                raise RuntimeError("env.render() returned None: make_env ignored render_mode='rgb_array'")
-            self._frames.append(np.asarray(frame))
-        except Exception as error:
-            self._frames, self._error = None, f"{type(error).__name__}: {error}"
-
-    def video_result(self) -> tuple[str | None, str | None]:
-        """(path written or None, error or None); (None, None) when this environment records nothing."""
-        return (str(self._written) if self._written is not None else None), self._error
-
-
 def _make_eval_env(make_env: Callable[..., gymnasium.Env], video_path: Path | None = None) -> gymnasium.Env:
     """A flat-observation environment; with `video_path`, one made with render_mode="rgb_array" that records its
-    first episode (`_FirstEpisodeVideo`). A `make_env` that takes no `render_mode` records nothing, with a reason."""
+    first episode (`FirstEpisodeVideo`). A `make_env` that takes no `render_mode` records nothing, with a reason."""
     if video_path is None:
-        return _FirstEpisodeVideo(_make_flat_env(make_env), None)
+        return FirstEpisodeVideo(_make_flat_env(make_env), None)
     try:
         with warnings.catch_warnings():  # gymnasium notes envs (OGBench's) that list no render modes yet render
             warnings.filterwarnings("ignore", message=".*not in the possible render_modes")
             env = _make_flat_env(make_env, render_mode="rgb_array")
     except TypeError as error:
-        return _FirstEpisodeVideo(_make_flat_env(make_env), video_path, f"make_env(render_mode=...) failed: {error}")
-    return _FirstEpisodeVideo(env, video_path)
-
-
-_GL_PROBE = """
-import mujoco
-model = mujoco.MjModel.from_xml_string("<mujoco><worldbody><light pos='0 0 2'/><geom size='0.1'/></worldbody></mujoco>")
-data = mujoco.MjData(model)
-mujoco.mj_forward(model, data)
-renderer = mujoco.Renderer(model, 16, 16)
-renderer.update_scene(data)
-assert renderer.render().shape == (16, 16, 3)
-renderer.close()
-"""
-
-
-def _gl_candidates() -> list[str]:
-    """The MUJOCO_GL values worth trying here, best first; only the given one if set or if mujoco is imported."""
-    given = os.environ.get("MUJOCO_GL", "").strip().lower()
-    if given or "mujoco" in sys.modules or not sys.platform.startswith("linux"):
-        return [given]  # MuJoCo has read it already, or the user chose it, or the platform default is the one
-    display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-    return (["glfw"] if display else []) + ["egl", "osmesa"]
-
-
-def missing_gl_library(backend: str | None = None) -> str | None:
-    """Why MUJOCO_GL=`backend` (default: the current setting) cannot work here, when that is plain without trying:
-    "libOSMesa not found" (importing mujoco would fail), "libEGL not found"; else None."""
-    backend = os.environ.get("MUJOCO_GL", "").strip().lower() if backend is None else backend
-    library = {"egl": "EGL", "osmesa": "OSMesa"}.get(backend)
-    if library and sys.platform.startswith("linux") and ctypes.util.find_library(library) is None:
-        return f"lib{library} not found"
-    return None
-
-
-def _probe_gl(backend: str, timeout: float) -> str | None:
-    """Render one frame with MUJOCO_GL=`backend` in a child process; None if it worked, else the reason."""
-    missing = missing_gl_library(backend)
-    if missing:
-        return missing
-    if backend == "glfw" and sys.platform.startswith("linux"):
-        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            return "no display (DISPLAY is not set)"
-    env = {**os.environ, "MUJOCO_GL": backend} if backend else dict(os.environ)
-    try:
-        process = subprocess.run(
-            [sys.executable, "-c", _GL_PROBE], env=env, capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        return f"no frame within {timeout:.0f} s"
-    if process.returncode == 0:
-        return None
-    lines = [line.strip() for line in process.stderr.splitlines() if line.strip()]
-    reason = lines[-1] if lines else f"exit code {process.returncode}"
-    return reason if len(reason) <= 160 else reason[:157] + "..."
-
-
-def choose_gl_backend(timeout: float = 60.0) -> tuple[str | None, str]:
-    """Pick the OpenGL backend for MuJoCo video by rendering one frame in a child process per candidate.
-
-    Tries `MUJOCO_GL` if it is set (or if mujoco is already imported, which fixes the backend), else, on Linux,
-    glfw (only with a display), egl, then osmesa. The first that renders is put in `os.environ["MUJOCO_GL"]`, so
-    this process and the environments it starts use it; call this before mujoco is imported.
-
-    Returns:
-        (backend, "") when one renders (backend "" meaning the platform default), else (None, why), with each
-        candidate's error.
-    """
-    failures = []
-    for backend in _gl_candidates():
-        reason = _probe_gl(backend, timeout)
-        if reason is None:
-            if backend and "mujoco" not in sys.modules:
-                os.environ["MUJOCO_GL"] = backend
-            return backend, ""
-        failures.append(f"MUJOCO_GL={backend or '(unset)'}: {reason}")
-    return None, "; ".join(failures)
+        return FirstEpisodeVideo(_make_flat_env(make_env), video_path, f"make_env(render_mode=...) failed: {error}")
+    return FirstEpisodeVideo(env, video_path)
 
 
 @contextlib.contextmanager
@@ -392,31 +220,6 @@ def run_episodes(
     }
 
 
-def _ffmpeg_available() -> bool:
-    """Whether imageio can write mp4 (it needs the `imageio-ffmpeg` package, e.g. `pip install imageio[ffmpeg]`)."""
-    return importlib.util.find_spec("imageio_ffmpeg") is not None
-
-
-def _write_video(frames: list[np.ndarray], path: Path, fps: float) -> Path:
-    """Write RGB frames (H, W, 3) uint8 to `path`; an mp4 path becomes a gif when no ffmpeg writer is installed."""
-    import imageio.v3 as iio
-
-    if path.suffix.lower() != ".gif" and not _ffmpeg_available():
-        warnings.warn(
-            f"no ffmpeg writer for {path.name} (pip install imageio[ffmpeg]); writing a gif instead", stacklevel=4
-        )
-        path = path.with_suffix(".gif")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    video = np.stack(frames)
-    if path.suffix.lower() == ".gif":
-        iio.imwrite(path, video, duration=1000.0 / fps, loop=0)
-    else:
-        # Blocks of 2 (not imageio's default 16, which resizes 200 x 200 frames with a warning): H.264's 4:2:0
-        # chroma needs even sides only.
-        iio.imwrite(path, video, plugin="FFMPEG", fps=fps, macro_block_size=2)
-    return path
-
-
 def evaluate(
     policy: Callable[[torch.Tensor], torch.Tensor],
     make_env: Callable[[], gymnasium.Env],
@@ -489,7 +292,7 @@ def evaluate(
         video_error = video_error or "episode 0 did not finish"
         warnings.warn(
             f"evaluation video skipped ({video_error}). Rendering MuJoCo without a display needs MUJOCO_GL=egl (or "
-            "osmesa) set before mujoco is imported (offrl.evaluation.choose_gl_backend picks one), and make_env "
+            "osmesa) set before mujoco is imported (offrl.video.choose_gl_backend picks one), and make_env "
             "must accept render_mode.",
             stacklevel=2,
         )

@@ -1,9 +1,22 @@
-"""Fixtures shared by the script tests: tiny datasets of both families, built once per test session."""
+"""Fixtures shared by the script tests: tiny datasets of both families, built once per test session (per worker).
 
-import pytest
+The suite runs on every core (pytest-xdist, `-n auto` in pyproject.toml), so each worker and every training process
+a test starts gets one thread: several workers with a thread per core each would fight over the cores. A thread
+count set by the caller is kept.
+"""
 
-from offrl import generate
-from tests.helpers import collect_minari
+import os
+
+for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")  # before torch is imported: this process and the ones it starts
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+from offrl import generate  # noqa: E402
+from tests.helpers import collect_minari  # noqa: E402
 
 
 @pytest.fixture(scope="session")

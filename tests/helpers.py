@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from offrl.datasets import _minari_root
+from offrl.datasets.minari import minari_root
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def collect_minari(root: pathlib.Path, dataset_id: str, env_id: str, episodes: i
         else:
             observations = np.stack(observations)
         buffers.append(EpisodeBuffer(id=episode, seed=episode, observations=observations, **steps))
-    with _minari_root(root):
+    with minari_root(root):
         dataset = minari.create_dataset_from_buffers(
             dataset_id, buffers, env=env, algorithm_name="random", ref_min_score=-10.0, ref_max_score=90.0
         )

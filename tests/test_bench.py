@@ -1,4 +1,4 @@
-"""offrl.bench: interval rates from the scripts' cumulative logs, and a tiny run of the whole benchmark."""
+"""offrl.tools.bench: interval rates from the scripts' cumulative logs, and a tiny run of the whole benchmark."""
 
 import json
 import statistics
@@ -7,14 +7,14 @@ import sys
 
 import pytest
 
-from offrl.bench import interval_rates, markdown_table, paired_table
+from offrl.tools.bench import interval_rates, markdown_table, paired_table
 from tests.helpers import REPO_ROOT
 
 
 def run_bench(*args: str) -> subprocess.CompletedProcess:
-    """`python -m offrl.bench <args>` from the repository root, as a user runs it."""
+    """`python -m offrl.tools.bench <args>` from the repository root, as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "offrl.bench", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "offrl.tools.bench", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900
     )
 
 
@@ -34,6 +34,7 @@ def test_markdown_table_gives_the_ratio_to_eager():
     assert "| `train_fql.py` | compile | 450.0 | 4.50x | 40.0 | 31 |" in table
 
 
+@pytest.mark.slow
 def test_bench_runs_the_scripts_and_writes_the_table(ogbench_dir, tmp_path):
     output = tmp_path / "bench.json"
     result = run_bench("--scripts", "sacbc", "--modes", "eager", "compile", "--steps", "3", "--repeats", "2",
@@ -50,6 +51,7 @@ def test_bench_runs_the_scripts_and_writes_the_table(ogbench_dir, tmp_path):
     assert report["machine"]["torch"] and report["config"]["steps"] == 3
 
 
+@pytest.mark.slow
 def test_online_bench_times_the_online_phase(ogbench_dir, tmp_path):
     output = tmp_path / "bench.json"
     result = run_bench("--online", "--scripts", "iql", "--modes", "eager", "--steps", "4", "--repeats", "2",
@@ -65,15 +67,17 @@ def test_online_bench_times_the_online_phase(ogbench_dir, tmp_path):
 
 def test_bench_refuses_cuda_graphs_without_cuda():
     result = subprocess.run(
-        [sys.executable, "-m", "offrl.bench", "--device", "cpu", "--modes", "cudagraphs"],
+        [sys.executable, "-m", "offrl.tools.bench", "--device", "cpu", "--modes", "cudagraphs"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2 and "needs a CUDA device" in result.stderr
 
 
+@pytest.mark.slow
 def test_profile_writes_the_operator_table_and_a_trace(ogbench_dir, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "offrl.bench", "--profile", "fql", "--modes", "eager", "--device", "cpu", "--steps", "2",
+        [sys.executable, "-m", "offrl.tools.bench", "--profile", "fql", "--modes", "eager", "--device", "cpu",
+         "--steps", "2",
          "--profile-steps", "3", "--episodes", "2", "--dataset-dir", str(ogbench_dir), "--profile-dir", str(tmp_path)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -90,10 +94,11 @@ def test_paired_table_gives_the_median_ratio_of_rounds():
     assert "| `train_idql.py` | compile | 12.7 | 1.031x | 0.92-1.38 | 8/12 | 2.2 |" in paired_table([row])
 
 
+@pytest.mark.slow
 def test_paired_bench_times_the_modes_in_turns_in_one_process(ogbench_dir, tmp_path):
     output = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "offrl.bench", "--paired", "--scripts", "iql", "--device", "cpu", "--steps", "2",
+        [sys.executable, "-m", "offrl.tools.bench", "--paired", "--scripts", "iql", "--device", "cpu", "--steps", "2",
          "--repeats", "3", "--episodes", "2", "--dataset-dir", str(ogbench_dir), "--output", str(output)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -111,16 +116,17 @@ def test_paired_bench_times_the_modes_in_turns_in_one_process(ogbench_dir, tmp_p
 
 def test_paired_bench_needs_eager():
     result = subprocess.run(
-        [sys.executable, "-m", "offrl.bench", "--paired", "--device", "cpu", "--modes", "compile"],
+        [sys.executable, "-m", "offrl.tools.bench", "--paired", "--device", "cpu", "--modes", "compile"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2 and "include eager" in result.stderr
 
 
+@pytest.mark.slow
 def test_threads_bench_runs_copies_side_by_side_with_each_thread_count(ogbench_dir, tmp_path):
     output = tmp_path / "threads.json"
     result = subprocess.run(
-        [sys.executable, "-m", "offrl.bench", "--scripts", "iql", "--modes", "eager", "--steps", "3",
+        [sys.executable, "-m", "offrl.tools.bench", "--scripts", "iql", "--modes", "eager", "--steps", "3",
          "--repeats", "2", "--episodes", "2", "--eval-episodes", "1", "--threads", "1", "2", "--jobs", "2",
          "--script-flags", "--hidden-dims 16 16 --batch-size 32", "--dataset-dir", str(ogbench_dir),
          "--output", str(output)],

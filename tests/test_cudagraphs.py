@@ -1,4 +1,4 @@
-"""offrl.runs.CUDAGraphed: warm-up, one capture per input signature, replays; and `compile_update`'s wiring.
+"""offrl.compile.CUDAGraphed: warm-up, one capture per input signature, replays; and `compiled`'s wiring.
 
 On CPU the CUDA calls are replaced by a recording stand-in, which checks the bookkeeping (what runs when, which
 buffers the graph reads and returns). With CUDA, the real capture is checked against eager updates, and every script
@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from offrl.runs import CUDAGraphed, compile_update, warmup_calls
+from offrl.compile import CUDAGraphed, compiled, warmup_calls
 from tests.helpers import run_script
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -108,14 +108,14 @@ def test_a_failed_capture_says_how_to_go_on(monkeypatch):
         graphed()
 
 
-def test_compile_update_wiring_on_cpu():
+def test_compiled_wiring_on_cpu():
     def fn():
         return torch.ones(())
 
     with pytest.warns(UserWarning, match="--cudagraphs needs a CUDA device"):
-        plain = compile_update(fn, False, True, torch.device("cpu"))
+        plain = compiled(fn, False, True, torch.device("cpu"))
     assert plain is fn and warmup_calls(plain) == 1
-    assert warmup_calls(compile_update(fn, True, False, torch.device("cpu"))) == 1
+    assert warmup_calls(compiled(fn, True, False, torch.device("cpu"))) == 1
 
 
 def _tiny_regression(device):
@@ -160,6 +160,7 @@ def test_replays_draw_new_random_numbers():
     assert all(not torch.equal(a, b) for a, b in zip(draws[2:], draws[3:], strict=False))
 
 
+@pytest.mark.slow
 @needs_cuda
 @pytest.mark.parametrize("script", ["train_iql.py", "train_sacbc.py", "train_fql.py", "train_fan.py", "train_idql.py"])
 def test_scripts_train_with_cudagraphs(script, minari_dir, tmp_path):

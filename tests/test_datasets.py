@@ -11,6 +11,8 @@ import torch
 
 from offrl import datasets, generate
 from offrl.datasets import ACTION_CLIP, DatasetError, load_dataset, sample_batch
+from offrl.datasets import ogbench as ogbench_data
+from offrl.datasets.minari import minari_root
 from tests.helpers import collect_minari
 
 KEYS = ("observations", "actions", "rewards", "next_observations", "masks", "terminals")
@@ -19,7 +21,7 @@ KEYS = ("observations", "actions", "rewards", "next_observations", "masks", "ter
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """Tests never touch the network: the official download always reports 'unreachable'."""
-    monkeypatch.setattr(datasets, "_network_reachable", lambda url, timeout=5.0: False)
+    monkeypatch.setattr(ogbench_data, "_network_reachable", lambda url, timeout=5.0: False)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +182,7 @@ def minari_dir(tmp_path_factory) -> pathlib.Path:
 
 
 def test_minari_round_trip(minari_dir):
-    with datasets._minari_root(minari_dir):
+    with minari_root(minari_dir):
         source = minari.load_dataset("test/pendulum/random-v0")
     episodes = list(source.iterate_episodes())
     data = load_dataset("test/pendulum/random-v0", dataset_dir=minari_dir)
@@ -208,7 +210,7 @@ def test_minari_round_trip(minari_dir):
 
 
 def test_minari_reward_processing(minari_dir):
-    with datasets._minari_root(minari_dir):
+    with minari_root(minari_dir):
         source = minari.load_dataset("mujoco/hopper/random-v0")
     returns = [float(np.sum(e.rewards)) for e in source.iterate_episodes()]
     raw = np.concatenate([e.rewards for e in source.iterate_episodes()]).astype(np.float32)
@@ -234,7 +236,7 @@ def test_minari_dict_observations_are_flattened_like_the_eval_env(tmp_path):
     raw_env = gymnasium.make("PointMaze_UMaze-v3")
     raw, _ = raw_env.reset(seed=0)
     np.testing.assert_allclose(flat, gymnasium.spaces.flatten(raw_env.observation_space, raw))
-    with datasets._minari_root(tmp_path):
+    with minari_root(tmp_path):
         first = next(minari.load_dataset("test/pointmaze/random-v0").iterate_episodes()).observations
     expected = np.concatenate([first["achieved_goal"][0], first["desired_goal"][0], first["observation"][0]])
     np.testing.assert_allclose(data.train["observations"][0].numpy(), expected)
@@ -254,6 +256,7 @@ def test_missing_minari_dataset_without_network(tmp_path, monkeypatch):
 # Sampling
 
 
+@pytest.mark.slow
 def test_sample_batch_shapes_dtypes_device_and_compile(minari_dir):
     data = load_dataset("test/pendulum/random-v0", dataset_dir=minari_dir, device="cpu")
     batch = sample_batch(data.train, 64)

@@ -118,6 +118,7 @@ def test_sampling_never_leaves_the_action_box(push):
         assert noisy_actions.abs().max() <= 1.0
 
 
+@pytest.mark.slow
 def test_sampling_traces_into_one_graph():
     schedule = ddpm_schedule(vp_beta_schedule(5))
     denoiser = LNResNetDenoiser(3, 2, hidden_dim=16, num_blocks=1, time_dim=8).eval()

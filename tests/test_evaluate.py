@@ -1,4 +1,5 @@
-"""`python -m offrl.evaluate`: a real checkpoint evaluated again (the run's own numbers come back) and exported to a
+"""`python -m offrl.tools.evaluate`: a real checkpoint evaluated again (the run's own numbers come back) and exported
+to a
 file that a fresh Python process, which can import nothing but torch, loads and acts with: the same actions as the
 live policy on the same observations and noise, for all five algorithms (IDQL's sampler included)."""
 
@@ -10,7 +11,7 @@ import textwrap
 import pytest
 import torch
 
-from offrl.evaluate import load_agent
+from offrl.tools.evaluate import load_agent
 from tests.helpers import REPO_ROOT, run_script
 
 SCRIPTS = ["train_iql.py", "train_sacbc.py", "train_fql.py", "train_fan.py", "train_idql.py"]
@@ -42,6 +43,7 @@ def python_module(*args: str, check: bool = True) -> subprocess.CompletedProcess
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("script", "extra"),
     [*((s, []) for s in SCRIPTS), ("train_idql.py", ["--extraction", "resample"])],
@@ -55,7 +57,7 @@ def test_a_checkpoint_is_evaluated_again_and_exported_for_torch_alone(script, ex
     )  # fmt: skip
     logged = json.loads((run_dir / "results.json").read_text())["evals"][-1]
 
-    result = python_module("offrl.evaluate", str(run_dir), "--export", str(exported), "--device", "cpu")
+    result = python_module("offrl.tools.evaluate", str(run_dir), "--export", str(exported), "--device", "cpu")
     assert "step 10, 3 episodes, seed 0: " in result.stdout and "exported the policy of step 10" in result.stdout
     again = json.loads((run_dir / "evaluations" / "step_10-seed_0-episodes_3.json").read_text())
     for key in ("return", "normalized_score", "episode_length"):  # the same episodes, the same policy, no compile
@@ -84,11 +86,12 @@ def test_a_checkpoint_is_evaluated_again_and_exported_for_torch_alone(script, ex
         assert not torch.allclose(other, actions[len(observations)])
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_what_it_cannot_use_in_one_line(minari_dir, tmp_path):
-    missing = python_module("offrl.evaluate", str(tmp_path / "nowhere"), check=False)
+    missing = python_module("offrl.tools.evaluate", str(tmp_path / "nowhere"), check=False)
     assert missing.returncode == 1 and "no such run directory" in missing.stderr and "Traceback" not in missing.stderr
     (tmp_path / "empty").mkdir()
-    empty = python_module("offrl.evaluate", str(tmp_path / "empty"), check=False)
+    empty = python_module("offrl.tools.evaluate", str(tmp_path / "empty"), check=False)
     assert empty.returncode == 1 and "has no checkpoint.pt" in empty.stderr and "Traceback" not in empty.stderr
     run_dir = tmp_path / "run"
     run_script(
@@ -97,11 +100,12 @@ def test_evaluate_refuses_what_it_cannot_use_in_one_line(minari_dir, tmp_path):
     )  # fmt: skip
     (tmp_path / "corrupt").mkdir()
     (tmp_path / "corrupt" / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    corrupt = python_module("offrl.evaluate", str(tmp_path / "corrupt"), check=False)
+    corrupt = python_module("offrl.tools.evaluate", str(tmp_path / "corrupt"), check=False)
     assert (
         corrupt.returncode == 1 and "not a readable checkpoint" in corrupt.stderr and "Traceback" not in corrupt.stderr
     )
-    other = python_module("offrl.evaluate", str(run_dir), "--script", str(REPO_ROOT / "train_fql.py"), check=False)
+    fql = str(REPO_ROOT / "train_fql.py")
+    other = python_module("offrl.tools.evaluate", str(run_dir), "--script", fql, check=False)
     assert other.returncode == 1 and "does not fit" in other.stderr and "Traceback" not in other.stderr
-    flags = python_module("offrl.evaluate", str(run_dir), "--episodes", "0", check=False)
+    flags = python_module("offrl.tools.evaluate", str(run_dir), "--episodes", "0", check=False)
     assert flags.returncode == 2 and "--episodes must be positive" in flags.stderr

@@ -13,15 +13,8 @@ import ogbench  # noqa: F401  (registers the OGBench environments)
 import pytest
 import torch
 
-from offrl.evaluation import (
-    EVAL_SEED_OFFSET,
-    MAX_EVAL_EPISODES,
-    episode_seeds,
-    evaluate,
-    flatten_observation_env,
-    flatten_observations,
-    run_episodes,
-)
+from offrl.evaluation import EVAL_SEED_OFFSET, MAX_EVAL_EPISODES, episode_seeds, evaluate, run_episodes
+from offrl.observations import flatten_observation_env, flatten_observations
 from offrl.scores import normalized_score, reference_scores
 
 
@@ -322,7 +315,7 @@ print("SKIPPED" if skipped else "RENDERED", "SAME" if same else "DIFFERENT", ski
 
 CHOOSE_BACKEND_SCRIPT = """
 import os, sys
-from offrl.evaluation import choose_gl_backend
+from offrl.video import choose_gl_backend
 backend, why = choose_gl_backend()
 print(repr(backend), repr(os.environ.get("MUJOCO_GL")), "mujoco" in sys.modules, why)
 """

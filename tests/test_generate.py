@@ -14,6 +14,8 @@ import pytest
 
 from offrl import generate
 from offrl.generate import GenerationError, generate_dataset
+from offrl.generate import build as generate_build
+from offrl.generate import episodes as generate_episodes
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 100
@@ -137,6 +139,7 @@ WORKER_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(WORKER_CASES))
 def test_files_do_not_depend_on_the_number_of_workers(tmp_path, name):
     """3 train + 1 val episodes made in 1, 2 and 3 processes: one process makes episode 3 after 0-2, three make
@@ -180,10 +183,10 @@ def test_progress_prints_summary_line(data_dir, capsys):
 
 
 def test_unhealthy_scene_episode_is_redone_with_a_new_seed(monkeypatch):
-    runner = generate.EpisodeRunner(generate.OFFICIAL_SPECS["scene-play-v0"], seed=0, max_episode_steps=60)
+    runner = generate_episodes.EpisodeRunner(generate.OFFICIAL_SPECS["scene-play-v0"], seed=0, max_episode_steps=60)
     first_attempt, _ = runner._run_manipspace(0, attempt=0)
     verdicts = iter([False])  # the first attempt is judged unhealthy, every later one healthy
-    monkeypatch.setattr(generate, "_scene_is_healthy", lambda qpos: next(verdicts, True))
+    monkeypatch.setattr(generate_episodes, "_scene_is_healthy", lambda qpos: next(verdicts, True))
     arrays, attempts = runner.run(0)
     assert attempts == 2
     assert not np.array_equal(arrays["observations"], first_attempt["observations"])
@@ -192,16 +195,16 @@ def test_unhealthy_scene_episode_is_redone_with_a_new_seed(monkeypatch):
 
 def test_scene_health_check():
     qpos = np.zeros((5, 25), dtype=np.float32)
-    assert generate._scene_is_healthy(qpos)
+    assert generate_episodes._scene_is_healthy(qpos)
     right = qpos.copy()
     right[2, 15] = 0.3
-    assert not generate._scene_is_healthy(right)
+    assert not generate_episodes._scene_is_healthy(right)
     left_on_table = qpos.copy()
     left_on_table[2, 15:17] = (-0.35, 0.02)
-    assert not generate._scene_is_healthy(left_on_table)
+    assert not generate_episodes._scene_is_healthy(left_on_table)
     left_in_drawer = qpos.copy()
     left_in_drawer[2, 15:17] = (-0.35, 0.07)
-    assert generate._scene_is_healthy(left_in_drawer)
+    assert generate_episodes._scene_is_healthy(left_in_drawer)
 
 
 def test_maze_cells_and_stitch_goals():
@@ -214,12 +217,12 @@ def test_maze_cells_and_stitch_goals():
             [1, 1, 1, 1, 1, 1],
         ]
     )
-    free, vertices = generate._maze_cells(maze)
+    free, vertices = generate_episodes._maze_cells(maze)
     assert len(free) == 9
     assert (1, 2) not in vertices and (1, 3) not in vertices  # straight corridor pieces
     assert (1, 1) in vertices and (1, 4) in vertices and (2, 4) not in vertices
-    assert generate._cells_at_distance(maze, (1, 1), 4) == [(2, 4)]
-    assert generate._cells_at_distance(maze, (1, 1), 20) == []
+    assert generate_episodes._cells_at_distance(maze, (1, 1), 4) == [(2, 4)]
+    assert generate_episodes._cells_at_distance(maze, (1, 1), 20) == []
 
 
 def test_public_helpers():
@@ -330,7 +333,7 @@ def test_failed_write_leaves_no_partial_or_temporary_files(tmp_path, monkeypatch
             file.write(b"half")
             raise failure
 
-    monkeypatch.setattr(generate.np, "savez_compressed", fail_on_second_file)
+    monkeypatch.setattr(generate_build.np, "savez_compressed", fail_on_second_file)
     with pytest.raises(type(failure)):
         generate_dataset(name, tmp_path, 2, max_episode_steps=50, output_name=name, progress=False)
     assert len(calls) == 2

@@ -166,6 +166,7 @@ def test_resampling_follows_the_expectile_weights():
 # Runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compile_flag", ["--no-compile", "--compile"])
 def test_resampling_mish_and_cosine_schedule_in_a_run(minari_dir, tmp_path, compile_flag):
     run_dir = tmp_path / "run"
@@ -185,6 +186,7 @@ def test_resampling_mish_and_cosine_schedule_in_a_run(minari_dir, tmp_path, comp
     assert lr[10] == pytest.approx(0.0, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_target_and_ema_copies_follow_their_rates(minari_dir, tmp_path):
     def one_step(rate: str) -> dict:  # one update; its online networks do not depend on the rates
         run_script(

@@ -79,6 +79,7 @@ def test_ddpgbc_loss_by_hand():
     assert metrics["loss/actor"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_actor_cosine_decay_reaches_zero(minari_dir, tmp_path):
     run_dir = tmp_path / "run"
     run_script(

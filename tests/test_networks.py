@@ -130,6 +130,7 @@ def test_gaussian_actor_sample_mode_and_std_kinds():
         GaussianActor(7, 2, std="bogus")
 
 
+@pytest.mark.slow
 def test_networks_compile_on_cpu():
     torch.manual_seed(0)
     critic = EnsembleMLP(2, 9, (32, 32), 1, layer_norm=True)
@@ -159,6 +160,7 @@ def test_call_frozen_passes_gradient_to_inputs_only():
     assert all(p.grad is None for p in critic.parameters())
 
 
+@pytest.mark.slow
 def test_polyak_update_stays_out_of_autograd_and_compiles_once():
     torch.manual_seed(0)
     online = MLP(3, (8,), 1)

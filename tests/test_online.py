@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from offrl.args import import_script, parse_args
 from offrl.online import OnlineEnv, online_episode_seed
-from offrl.runs import import_script, load_data, parse_args
+from offrl.run import load_data
 from tests import toy_task
 from tests.helpers import REPO_ROOT, read_scalars, run_script, run_tiny_ogbench
 from tests.test_scripts import ROW_KEYS, SCRIPTS, tiny
@@ -22,6 +23,7 @@ from tests.test_scripts import ROW_KEYS, SCRIPTS, tiny
 ONLINE_ROW_KEYS = ROW_KEYS | {"phase", "env_steps"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_offline_then_online_on_ogbench(script, ogbench_dir, tmp_path):
     run_dir = tmp_path / "run"
@@ -48,6 +50,7 @@ def toy_dir(tmp_path_factory):
     return directory
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("script", "dataset"),
     [("train_iql.py", "pendulum"), ("train_fql.py", "toy")],  # episodes that fall, episodes that run out of time
@@ -87,6 +90,7 @@ def test_online_transitions_in_order_with_masks_from_termination_only(script, da
     assert sum(e["return"] for e in episodes) == pytest.approx(float(rewards[: int(ends[-1])].sum()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_resume_in_the_online_phase_matches_uninterrupted_run(script, ogbench_dir, tmp_path):
     """10 offline + 20 online steps in one go, or stopped after 5 online steps (in the middle of an episode) and
@@ -114,6 +118,7 @@ def test_resume_in_the_online_phase_matches_uninterrupted_run(script, ogbench_di
         assert torch.equal(torch.as_tensor(part_buffer[key]), torch.as_tensor(value)), key
 
 
+@pytest.mark.slow
 def test_a_changed_total_steps_in_the_online_phase_is_refused(minari_dir, tmp_path):
     common = ["--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), "--no-compile",
               "--eval-every", "100", *tiny("train_iql.py")]  # fmt: skip
@@ -130,6 +135,7 @@ def test_a_changed_total_steps_in_the_online_phase_is_refused(minari_dir, tmp_pa
     assert "holds 3 online transitions; 5 more do not fit" in fewer.stderr and "--online-steps at least" in fewer.stderr
 
 
+@pytest.mark.slow
 def test_an_offline_run_can_be_fine_tuned_by_resuming_it_with_online_steps(minari_dir, tmp_path):
     common = ["--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), "--no-compile",
               "--total-steps", "10", "--eval-every", "100", *tiny("train_fql.py")]  # fmt: skip
@@ -155,6 +161,7 @@ def _agent_on_a_growing_buffer(script: str, minari_dir, balanced: bool, *extra: 
     return module.build(args, data, torch.device("cpu")), data
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_the_compiled_update_never_recompiles_as_the_online_rows_arrive(script, minari_dir):
     """Compiled with an empty online part (the offline phase), then one online row after another, balanced batches
@@ -217,6 +224,7 @@ def test_fan_switches_to_its_online_coefficients_at_the_first_online_update(mina
     assert alpha1(agent.update()) == pytest.approx(30.0, rel=1e-3)  # from the first online transition on
 
 
+@pytest.mark.slow
 def test_sigterm_in_the_online_phase_then_resume_matches_uninterrupted_run(minari_dir, tmp_path):
     """SIGTERM lands at some step of the online phase, wherever the episode in progress is; the resumed run then
     logs the same metrics and evaluations as one that was never stopped (CPU, eager)."""

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from offrl.runs import apply_presets, parse_args
+from offrl.args import apply_presets, parse_args
 from tests.helpers import run_script
 
 SCRIPTS = ("train_iql", "train_sacbc", "train_fql", "train_fan", "train_idql")
@@ -86,12 +86,13 @@ def test_flags_win_over_presets_and_no_presets_turns_them_off():
 
 
 def test_a_sweep_applies_the_offline_to_online_presets_of_its_online_runs():
-    from offrl.sweep import _fine_tunes_online
+    from offrl.tools.sweep import _fine_tunes_online
 
     assert _fine_tunes_online(["--online-steps", "1000", "--no-compile"]) and _fine_tunes_online(["--online-steps=5"])
     assert not _fine_tunes_online(["--online-steps", "0"]) and not _fine_tunes_online(["--total-steps", "10"])
 
 
+@pytest.mark.slow
 def test_a_single_run_applies_its_presets_and_records_them(tmp_path):
     common = ["--env-name", "puzzle-3x3-play-singletask-task4-v0", "--dataset-dir", str(tmp_path / "data"),
               "--generate-episodes", "2", "--total-steps", "2", "--eval-every", "2", "--eval-episodes", "1",

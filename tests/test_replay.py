@@ -49,6 +49,7 @@ def test_sampling_draws_only_filled_rows_and_balanced_batches_split_in_halves():
     assert set(balanced[128:].tolist()) == set(map(float, range(100, 105)))
 
 
+@pytest.mark.slow
 def test_a_compiled_update_sampling_from_a_growing_buffer_never_recompiles():
     buffer = ReplayBuffer(transitions(0, 10), capacity=50)
 

@@ -1,4 +1,5 @@
-"""offrl.report on hand-made results.json files: grouping, final/best mean +- std, published numbers, README update."""
+"""offrl.tools.report on hand-made results.json files: grouping, final/best mean +- std, published numbers, README
+update."""
 
 import json
 import statistics
@@ -6,7 +7,7 @@ import statistics
 import numpy as np
 import pytest
 
-from offrl import report
+from offrl.tools import report
 
 TASK1 = "cube-single-play-singletask-task1-v0"
 
@@ -89,7 +90,7 @@ def test_readme_section_is_replaced(runs_root, tmp_path):
     assert "old table" not in text and text.startswith("# title\n\nbefore\n") and text.endswith("after\n")
     assert f"(docs/results/curves-{TASK1}.png)" in text
     readme.write_text("no markers\n")
-    with pytest.raises(SystemExit, match="markers|offrl.report"):
+    with pytest.raises(SystemExit, match="markers|offrl.report: begin"):
         report.main([str(runs_root), "--output", str(out), "--readme", str(readme)])
 
 

@@ -1,4 +1,4 @@
-"""The run bookkeeping every script shares (`offrl.runs.Run`), driven through a script as a user runs it.
+"""The run bookkeeping every script shares (`offrl.run.Run`), driven through a script as a user runs it.
 
 Resume in the directory given, what a resume may change, one run per directory, TensorBoard after a resume, stale
 checkpoint temporaries, the throughput of a run stopped early, signals before training, the NaN message, and
@@ -53,6 +53,7 @@ def assert_one_line_error(result, *phrases: str) -> None:
         assert phrase in result.stderr, (phrase, result.stderr)
 
 
+@pytest.mark.slow
 def test_resume_continues_in_the_directory_given(minari_dir, tmp_path):
     first, moved = tmp_path / "first", tmp_path / "moved"
     common = ten_then(minari_dir, first)
@@ -62,6 +63,7 @@ def test_resume_continues_in_the_directory_given(minari_dir, tmp_path):
     assert results(moved)["status"] == "finished" and [e["step"] for e in results(moved)["evals"]] == [0, 10, 20]
 
 
+@pytest.mark.slow
 def test_a_resume_keeps_the_run_identity_and_records_other_changes(minari_dir, tmp_path):
     run_dir = tmp_path / "run"
     common = ten_then(minari_dir, run_dir)
@@ -82,6 +84,7 @@ def test_a_resume_keeps_the_run_identity_and_records_other_changes(minari_dir, t
     assert last["versions"]["torch"] == torch.__version__  # each process that trained says what it ran with
 
 
+@pytest.mark.slow
 def test_a_run_directory_holds_one_run(minari_dir, tmp_path):
     run_dir = tmp_path / "run"
     common = ten_then(minari_dir, run_dir)
@@ -109,6 +112,7 @@ def test_a_run_directory_holds_one_run(minari_dir, tmp_path):
     assert results(busy)["status"] == "interrupted"
 
 
+@pytest.mark.slow
 def test_tensorboard_keeps_the_checkpoint_steps_points_after_a_resume(minari_dir, tmp_path):
     run_dir = tmp_path / "run"
     common = ten_then(minari_dir, run_dir)
@@ -118,6 +122,7 @@ def test_tensorboard_keeps_the_checkpoint_steps_points_after_a_resume(minari_dir
     assert scalars["eval/return"] == [0, 10, 20]
 
 
+@pytest.mark.slow
 def test_stale_checkpoint_temporaries_are_cleaned_on_the_next_save(minari_dir, tmp_path):
     run_dir = tmp_path / "run"
     common = ten_then(minari_dir, run_dir)
@@ -141,6 +146,7 @@ def wait_for(process: subprocess.Popen, path, seconds: float = 120) -> None:
     assert path.exists(), process.communicate(timeout=60)
 
 
+@pytest.mark.slow
 def test_throughput_of_a_run_stopped_before_its_first_log(minari_dir, tmp_path):
     run_dir = tmp_path / "run"
     process = start(pendulum(minari_dir, "--total-steps", "1000000", "--eval-every", "500000", "--log-every",
@@ -156,6 +162,7 @@ def test_throughput_of_a_run_stopped_before_its_first_log(minari_dir, tmp_path):
     assert 1.0 < done["train_steps_per_second"] < 1e5, done["train_steps_per_second"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_during_the_first_evaluation_exits_cleanly(minari_dir, tmp_path, signum):
     run_dir = tmp_path / "run"
@@ -169,6 +176,7 @@ def test_a_signal_during_the_first_evaluation_exits_cleanly(minari_dir, tmp_path
     assert not (run_dir / "results.json").exists()  # nothing trained, nothing kept: the same command starts again
 
 
+@pytest.mark.slow
 def test_a_signal_during_data_generation_exits_cleanly(tmp_path):
     process = start(["--dataset-dir", str(tmp_path / "data"), "--generate-episodes", "500", "--run-dir",
                      str(tmp_path / "run"), *TINY])  # fmt: skip
@@ -183,6 +191,7 @@ def test_a_signal_during_data_generation_exits_cleanly(tmp_path):
     assert not list((tmp_path / "data").rglob("*.npz"))  # no half-written dataset
 
 
+@pytest.mark.slow
 def test_the_nan_message_claims_a_checkpoint_only_when_there_is_one(minari_dir, tmp_path):
     flags = ["--total-steps", "200", "--eval-every", "1000", "--log-every", "10", "--save-every", "1000", "--lr",
              "1e12", "--no-layer-norm"]  # fmt: skip
@@ -210,7 +219,7 @@ def test_an_unwritable_run_directory_is_one_line(minari_dir, tmp_path):
 
 def test_empty_hidden_dims_is_one_line(minari_dir, tmp_path):
     result = run_script("train_iql.py", *pendulum(minari_dir, "--hidden-dims", "--run-dir", str(tmp_path)), check=False)
-    assert_one_line_error(result, "--hidden-dims needs one or more positive layer widths")
+    assert_one_line_error(result, "--hidden-dims needs one or more values")
 
 
 FULL_DISK = """
@@ -225,6 +234,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_saving_is_one_line_and_not_left_running(minari_dir, tmp_path):
     run_dir = tmp_path / "run"
     result = subprocess.run(
@@ -236,29 +246,7 @@ def test_a_full_disk_while_saving_is_one_line_and_not_left_running(minari_dir, t
     assert results(run_dir)["status"] == "failed"
 
 
-def test_a_copied_script_runs_and_sweeps_under_its_own_name(minari_dir, tmp_path):
-    from offrl import sweep
-
-    scripts = tmp_path / "scripts"
-    scripts.mkdir()
-    shutil.copy(REPO_ROOT / "train_fql.py", scripts / "train_myfql.py")
-    result = subprocess.run(
-        [sys.executable, str(scripts / "train_myfql.py"), *pendulum(minari_dir, "--total-steps", "4", "--eval-every",
-         "4", "--eval-episodes", "1", "--eval-envs", "1")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    assert "__myfql__0__" in run_dir.name and results(run_dir)["algo"] == "myfql"
-    root = tmp_path / "sweep"
-    code = sweep.main(["--algos", "myfql", "--envs", "test/pendulum/random-v0", "--root", str(root), "--scripts-dir",
-                       str(scripts), "--dataset-dir", str(minari_dir), "--jobs", "1", "--", *TINY, "--total-steps",
-                       "4", "--eval-every", "4", "--eval-episodes", "1", "--eval-envs", "1"])  # fmt: skip
-    assert code == 0
-    swept = root / "test-pendulum-random-v0" / "myfql" / "seed0"
-    assert results(swept)["algo"] == "myfql" and results(swept)["status"] == "finished"
-
-
+@pytest.mark.slow
 def test_run_files_respect_the_umask(minari_dir, tmp_path):
     import os
     import stat
@@ -272,6 +260,7 @@ def test_run_files_respect_the_umask(minari_dir, tmp_path):
         assert stat.S_IMODE((tmp_path / "run" / name).stat().st_mode) == 0o644, name  # not the temporary file's 0600
 
 
+@pytest.mark.slow
 def test_a_headless_run_prints_only_what_concerns_the_user(ogbench_dir, minari_dir, tmp_path):
     import os
 
@@ -295,6 +284,7 @@ def test_a_headless_run_prints_only_what_concerns_the_user(ogbench_dir, minari_d
         assert ("success=" if family == "ogbench" else "normalized=") in result.stdout and "score=" not in result.stdout
 
 
+@pytest.mark.slow
 def test_the_compiled_fql_update_draws_independent_noises(tmp_path, monkeypatch):
     """train_fql.py's update draws three Gaussian noises (the next action's, the flow's source x0 and the policy's z).
     A copy of the script that also reports whether they are equal is compiled: each must be a fresh draw."""
@@ -302,7 +292,7 @@ def test_the_compiled_fql_update_draws_independent_noises(tmp_path, monkeypatch)
 
     import torch
 
-    from offrl.runs import compile_update
+    from offrl.compile import compiled
     from tests.helpers import random_data
 
     source = (REPO_ROOT / "train_fql.py").read_text()
@@ -323,10 +313,11 @@ def test_the_compiled_fql_update_draws_independent_noises(tmp_path, monkeypatch)
     module = importlib.import_module("train_fql_noises")
     torch.manual_seed(0)
     agent = module.build(module.Args(hidden_dims=(16, 16), batch_size=8), random_data(5, 3, 64), torch.device("cpu"))
-    metrics = compile_update(agent.update, True, False, torch.device("cpu"))()
+    metrics = compiled(agent.update, True, False, torch.device("cpu"))()
     assert metrics["same/x0_next"].item() == 0.0 and metrics["same/z_x0"].item() == 0.0
 
 
+@pytest.mark.slow
 def test_results_say_what_produced_them(ogbench_dir, tmp_path):
     """Versions of the libraries that decide a result, the project's git commit, and OGBench's success timing."""
     from importlib import metadata
@@ -360,6 +351,7 @@ def test_success_timing_reaches_the_evaluation_environment(ogbench_dir):
         load_dataset("test/pendulum/random-v0", success_timing="post")
 
 
+@pytest.mark.slow
 def test_a_d4rl_name_trains_on_its_minari_dataset_with_its_presets(tmp_path):
     collect_minari(tmp_path / "minari", "mujoco/hopper/medium-v0", "Hopper-v5", 4, max_episode_steps=20)
     common = ["--dataset-dir", str(tmp_path / "minari"), *TINY, "--total-steps", "2"]
@@ -379,16 +371,16 @@ def test_a_signal_delivered_twice_is_one_stop_and_a_second_ctrl_c_stops_at_once(
     different second signal (a Ctrl-C after SIGTERM), or the same one later, gives up at once."""
     import os
 
-    from offrl import runs
+    from offrl import stopping
 
-    with runs.StopRequest() as stop:
+    with stopping.StopRequest() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGTERM)  # the same request again
         assert stop.signal == signal.SIGTERM
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-    monkeypatch.setattr(runs, "DUPLICATE_SIGNAL_SECONDS", 0.0)
-    with runs.StopRequest() as stop:
+    monkeypatch.setattr(stopping, "DUPLICATE_SIGNAL_SECONDS", 0.0)
+    with stopping.StopRequest() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGTERM)  # the same signal, but not within the window: a second request

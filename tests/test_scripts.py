@@ -14,7 +14,8 @@ import time
 import pytest
 import torch
 
-from offrl.runs import load_data, parse_args
+from offrl.args import parse_args
+from offrl.run import load_data
 from tests.helpers import REPO_ROOT, read_scalars, run_full_and_resumed, run_script, run_tiny_ogbench
 
 TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2"]
@@ -61,11 +62,11 @@ def check_results(run_dir, script, env_name, steps, ogbench: bool) -> dict:
     return results
 
 
-@pytest.mark.parametrize("compile_flag", ["--no-compile", "--compile"])
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_end_to_end_ogbench(script, compile_flag, ogbench_dir, tmp_path):
+def test_end_to_end_ogbench(script, ogbench_dir, tmp_path):
+    """The quick tier's one end-to-end run per script (eager); compiled end to end: test_end_to_end_minari."""
     run_dir = tmp_path / "run"
-    result = run_tiny_ogbench(script, ogbench_dir, run_dir, compile_flag, *tiny(script))
+    result = run_tiny_ogbench(script, ogbench_dir, run_dir, "--no-compile", *tiny(script))
     assert "final score at step 20" in result.stdout and str(run_dir) in result.stdout
     for step in (0, 10, 20):  # a line per evaluation, with the score the dataset family has
         assert f"[{algo(script)}] step {step}: success " in result.stdout
@@ -76,9 +77,11 @@ def test_end_to_end_ogbench(script, compile_flag, ogbench_dir, tmp_path):
     assert sorted(scalars["eval/success"]) == [0, 10, 20]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compile_flag", ["--no-compile", "--compile"])
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_end_to_end_minari(script, compile_flag, minari_dir, tmp_path):
+    """Each script's options (SCRIPTS[script][1]) end to end, eager and compiled."""
     run_dir = tmp_path / "run"
     run_script(
         script, "--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), "--total-steps", "10",
@@ -88,6 +91,7 @@ def test_end_to_end_minari(script, compile_flag, minari_dir, tmp_path):
     check_results(run_dir, script, "test/pendulum/random-v0", [0, 10], ogbench=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_resume_matches_uninterrupted_run(script, minari_dir, tmp_path):
     by_file = script in ("train_iql.py", "train_fql.py")  # --resume takes a checkpoint file or a run dir: test both
@@ -118,6 +122,7 @@ def test_help_explains_every_flag(script):
         assert text.count("default") == 1, (flag, text)  # its own default, said once
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_sigterm_saves_and_resume_finishes(script, minari_dir, tmp_path):
     run_dir = tmp_path / "run"
@@ -146,6 +151,7 @@ def test_sigterm_saves_and_resume_finishes(script, minari_dir, tmp_path):
     assert json.loads((run_dir / "results.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_nan_loss_stops_the_run_naming_the_loss(script, minari_dir, tmp_path):
     run_dir = tmp_path / "run"
@@ -209,6 +215,7 @@ def test_the_update_never_reads_a_tensor_back_to_the_host(script, minari_dir, mo
     assert reads == [], reads
 
 
+@pytest.mark.slow
 def test_a_run_that_would_take_hours_says_so_with_the_flags_of_a_quick_run(minari_dir, tmp_path):
     common = ["--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), "--no-compile",
               "--log-every", "100", *tiny("train_iql.py")]  # fmt: skip

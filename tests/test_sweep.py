@@ -1,4 +1,4 @@
-"""offrl.sweep: job lists (with the scripts' presets), and tiny sweeps run for real.
+"""offrl.tools.sweep: job lists (with the scripts' presets), and tiny sweeps run for real.
 
 The tiny sweeps (2 algorithms x 1 env x 2 seeds, 40 steps, CPU) go through the local process path and through
 submitit's local executor; a rerun must start no job, an interrupted run must be resumed, a failed one skipped.
@@ -16,7 +16,7 @@ import time
 import pytest
 import torch
 
-from offrl import report, sweep
+from offrl.tools import report, sweep
 from tests.helpers import REPO_ROOT
 
 ENV = "test/pendulum/random-v0"
@@ -79,6 +79,7 @@ def test_bad_sweep_input_is_explained(tmp_path, capsys):
 # Tiny sweeps, run for real
 
 
+@pytest.mark.slow
 def test_local_sweep_runs_every_job_then_a_rerun_starts_none(tmp_path, minari_dir, monkeypatch, capsys):
     root = tmp_path / "sweep"
     assert sweep.main(sweep_args(root, minari_dir)) == 0
@@ -88,7 +89,7 @@ def test_local_sweep_runs_every_job_then_a_rerun_starts_none(tmp_path, minari_di
         assert result["status"] == "finished" and [e["step"] for e in result["evals"]] == [0, 20, 40]
         assert result["args"]["seed"] == int(name[-1]) and result["args"]["total_steps"] == 40
     record = json.loads((root / "sweep.json").read_text())
-    assert len(record["jobs"]) == 4 and "offrl.sweep" in record["invocations"][0]["command"]
+    assert len(record["jobs"]) == 4 and "offrl.tools.sweep" in record["invocations"][0]["command"]
     versions = record["invocations"][0]["versions"]
     assert versions["torch"] == torch.__version__ and {"ogbench", "gymnasium", "mujoco", "minari"} <= set(versions)
     assert "git" in record["invocations"][0]  # the scripts' commit (None outside a git checkout)
@@ -112,6 +113,7 @@ def test_local_sweep_runs_every_job_then_a_rerun_starts_none(tmp_path, minari_di
     assert (out / f"curves-{ENV.replace('/', '-')}.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_submitit_local_executor_runs_the_same_jobs(tmp_path, minari_dir):
     pytest.importorskip("submitit")
     root = tmp_path / "sweep"
@@ -121,6 +123,7 @@ def test_submitit_local_executor_runs_the_same_jobs(tmp_path, minari_dir):
     assert len(list((root / "submitit").glob("*_result.pkl"))) == 2  # two tasks of two jobs each
 
 
+@pytest.mark.slow
 def test_interrupted_jobs_resume_failed_ones_are_skipped_locked_ones_left_alone(tmp_path, minari_dir, capsys):
     root = tmp_path / "sweep"
     one_algo = ["--algos", "iql", "--envs", ENV, "--seeds", "0", "1", "2", "--root", str(root),
@@ -149,6 +152,7 @@ def test_interrupted_jobs_resume_failed_ones_are_skipped_locked_ones_left_alone(
     assert json.loads(kept.read_text())["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_missing_ogbench_data_is_generated_once_before_the_jobs(tmp_path, capsys):
     data = tmp_path / "data"
     args = ["--algos", "iql", "--envs", "cube-single-play-singletask-task1-v0", "--seeds", "0", "1",
@@ -210,13 +214,15 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor", ["local", "submitit-local"])
 def test_killing_the_sweep_stops_its_jobs_and_a_rerun_resumes_them(executor, tmp_path, minari_dir):
     if executor != "local":
         pytest.importorskip("submitit")
     root = tmp_path / "sweep"
     endless = ["--total-steps", "1000000", "--eval-every", "500000", "--save-every", "500000", "--log-every", "100"]
-    command = [sys.executable, "-m", "offrl.sweep", "--algos", "iql", "--envs", ENV, "--seeds", "0", "1", "--root",
+    command = [sys.executable, "-m", "offrl.tools.sweep", "--algos", "iql", "--envs", ENV, "--seeds", "0", "1",
+               "--root",
                str(root), "--dataset-dir", str(minari_dir), "--jobs", "2", "--executor", executor,
                "--jobs-per-task", "2", "--", *TINY, *endless]  # fmt: skip
     run_dirs = [root / "test-pendulum-random-v0" / "iql" / f"seed{seed}" for seed in (0, 1)]
@@ -246,6 +252,7 @@ def test_killing_the_sweep_stops_its_jobs_and_a_rerun_resumes_them(executor, tmp
             os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_a_thread_count_the_user_set_is_kept(tmp_path, minari_dir, monkeypatch):
     one_job = ["--algos", "iql", "--envs", ENV, "--dataset-dir", str(minari_dir), "--jobs", "1", "--", *TINY,
                "--total-steps", "2", "--eval-every", "2"]  # fmt: skip
@@ -255,6 +262,7 @@ def test_a_thread_count_the_user_set_is_kept(tmp_path, minari_dir, monkeypatch):
     assert result["torch_threads"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif((os.cpu_count() or 1) < 2 or not hasattr(os, "sched_getaffinity"), reason="needs 2 cores")
 def test_threads_default_to_the_cores_this_process_may_use(tmp_path, minari_dir, monkeypatch):
     """Without a user setting, a job gets cores / jobs threads, counting the cores of the sweep's CPU affinity

@@ -63,6 +63,7 @@ def offline_run(run_dir: pathlib.Path) -> tuple[dict, dict[str, list[tuple[float
     return run, history, files
 
 
+@pytest.mark.slow
 def test_track_logs_config_scalars_and_videos_offline_and_a_resume_continues_the_run(minari_dir, tmp_path):
     run_dir = tmp_path / "run"
     common = [

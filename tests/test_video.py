@@ -42,6 +42,7 @@ def check_trained_with_or_without_video(result, run_dir, rendered: bool):
         assert videos == [] and result.stderr.count("--video off") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="headless Linux")
 def test_video_with_no_backend_set_on_a_headless_machine_never_kills_the_run(minari_dir, tmp_path):
     """MUJOCO_GL unset and no display: the run picks egl or osmesa if one renders, else trains without video."""
@@ -49,6 +50,7 @@ def test_video_with_no_backend_set_on_a_headless_machine_never_kills_the_run(min
     check_trained_with_or_without_video(result, tmp_path / "run", rendered=headless_gl_backend() is not None)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="headless Linux")
 def test_video_with_a_backend_that_cannot_work_trains_without_video(minari_dir, tmp_path):
     result = video_run(minari_dir, tmp_path / "glfw", MUJOCO_GL="glfw", DISPLAY=None, WAYLAND_DISPLAY=None)
@@ -56,6 +58,7 @@ def test_video_with_a_backend_that_cannot_work_trains_without_video(minari_dir, 
     assert "MUJOCO_GL=glfw: no display" in result.stderr and "unset MUJOCO_GL" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(ctypes.util.find_library("OSMesa") is not None, reason="libOSMesa is installed here")
 def test_osmesa_without_libosmesa_is_one_line_with_or_without_video(minari_dir, tmp_path):
     result = video_run(minari_dir, tmp_path / "video", MUJOCO_GL="osmesa")
@@ -69,9 +72,11 @@ def test_osmesa_without_libosmesa_is_one_line_with_or_without_video(minari_dir, 
     assert "MUJOCO_GL=osmesa ignored (libOSMesa not found)" in result.stdout and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="headless Linux")
 def test_evaluating_a_checkpoint_records_a_video(minari_dir, tmp_path):
-    """`python -m offrl.evaluate RUN_DIR --video`: the run's episode 0 at the checkpoint, next to the run's videos."""
+    """`python -m offrl.tools.evaluate RUN_DIR --video`: the run's episode 0 at the checkpoint, next to the run's
+    videos."""
     run_dir = tmp_path / "run"
     run_script(
         "train_iql.py", "--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), "--no-compile",
@@ -79,7 +84,7 @@ def test_evaluating_a_checkpoint_records_a_video(minari_dir, tmp_path):
     )  # fmt: skip
     env = {key: value for key, value in os.environ.items() if key not in ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY")}
     result = subprocess.run(
-        [sys.executable, "-m", "offrl.evaluate", str(run_dir), "--video", "--episodes", "2", "--seed", "3"],
+        [sys.executable, "-m", "offrl.tools.evaluate", str(run_dir), "--video", "--episodes", "2", "--seed", "3"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]

@@ -60,7 +60,7 @@ import gymnasium
 import numpy as np
 import torch
 
-from offrl.datasets import _minari_root
+from offrl.datasets.minari import minari_root
 
 ENV_ID = "OffrlToyPoint-v0"
 DATASET_ID = "toy/point/mixed-v0"
@@ -242,7 +242,7 @@ def make_toy_dataset(
 
     buffers = _behaviour_episodes(num_episodes, seed, goal_reach)
     pathlib.Path(dataset_dir).mkdir(parents=True, exist_ok=True)
-    with _minari_root(dataset_dir), warnings.catch_warnings():
+    with minari_root(dataset_dir), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(code_permalink|author).*", category=UserWarning)
         shutil.rmtree(get_dataset_path(dataset_id), ignore_errors=True)
         env = gymnasium.make(ENV_ID)
@@ -265,7 +265,7 @@ def behaviour_success(dataset_dir: str | os.PathLike, dataset_id: str = DATASET_
     """Fraction of the dataset's episodes that reach the goal (end in a termination)."""
     import minari
 
-    with _minari_root(dataset_dir):
+    with minari_root(dataset_dir):
         dataset = minari.load_dataset(dataset_id)
         outcomes = [bool(episode.terminations[-1]) for episode in dataset.iterate_episodes()]
     return float(np.mean(outcomes))

@@ -1,6 +1,6 @@
 """Run many training jobs: algorithms x env names x seeds (x a hyperparameter grid), locally or on a cluster.
 
-    python -m offrl.sweep --algos fql iql --envs cube-single-play-singletask-task1-v0 --seeds 0 1 2 \\
+    python -m offrl.tools.sweep --algos fql iql --envs cube-single-play-singletask-task1-v0 --seeds 0 1 2 \\
         --grid alpha=100,300 -- --total-steps 200000
 
 Each job is one `train_<algo>.py` run (any such script in --scripts-dir, a copied and renamed one too). The script
@@ -23,7 +23,7 @@ Executors:
     slurm           job groups submitted as a Slurm array through submitit: each array task gets one GPU and runs
                     --jobs-per-task jobs side by side on it.
 Every job's output goes to <run_dir>/sweep.log; the sweep's command, machine and job list to <root>/sweep.json.
-`--report DIR` runs `python -m offrl.report` on the root when the jobs are done.
+`--report DIR` runs `python -m offrl.tools.report` on the root when the jobs are done.
 """
 
 from __future__ import annotations
@@ -47,9 +47,15 @@ import threading
 import time
 from typing import Any
 
-from offrl.runs import LOCK_NAME, STOP_WITH_PARENT, apply_presets, import_script
+from offrl.args import apply_presets, find_scripts, import_script
+from offrl.datasets import DatasetError, prepare_dataset
+from offrl.records import git_commit, software_versions
+from offrl.rundir import LOCK_NAME
+from offrl.stopping import STOP_WITH_PARENT
+from offrl.tools import report
+from offrl.tools.bench import machine
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXECUTORS = ("local", "submitit-local", "slurm")
 JOB_RECORD = "sweep_job.json"
 
@@ -126,11 +132,6 @@ def _grid_flags(grid: dict[str, str]) -> list[str]:
 def script_presets(scripts_dir: str, algo: str) -> tuple:
     """The `PRESETS` of `<scripts_dir>/train_<algo>.py` (empty if it has none)."""
     return tuple(getattr(import_script(pathlib.Path(scripts_dir) / f"train_{algo}.py"), "PRESETS", ()))
-
-
-def available_scripts(scripts_dir: str | os.PathLike) -> list[str]:
-    """The algorithms of every `train_<algo>.py` in `scripts_dir`."""
-    return sorted(p.stem.removeprefix("train_") for p in pathlib.Path(scripts_dir).glob("train_*.py"))
 
 
 def build_jobs(
@@ -290,7 +291,7 @@ def run_job(job: Job, scripts_dir: str, env: dict[str, str], watch: _SweepWatch 
     with open(run_dir / "sweep.log", "a") as log:
         log.write(f"\n$ {shlex.join(command)}\n")
         log.flush()
-        # the job stops (saving a checkpoint) when this process dies, even by SIGKILL: offrl.runs._stop_with_parent
+        # the job stops (saving a checkpoint) when this process dies, even by SIGKILL: offrl.stopping.stop_with_parent
         job_env = {**os.environ, **env, STOP_WITH_PARENT: str(os.getpid())}
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=job_env)
         if watch is not None:
@@ -320,7 +321,7 @@ def run_group(
     watch = _SweepWatch(sweep_alive_file)
 
     gpus = torch.cuda.device_count()
-    # cores / jobs, measured best on 2 cores (python -m offrl.bench --threads 1 2 --jobs 1 2): one job trains
+    # cores / jobs, measured best on 2 cores (python -m offrl.tools.bench --threads 1 2 --jobs 1 2): one job trains
     # 1.5-1.7x faster with both cores than with one, two jobs 3x slower each with two threads than with one
     threads = max(1, usable_cores() // concurrency)
     slots: queue.Queue[int] = queue.Queue()
@@ -393,17 +394,15 @@ def _default_concurrency(jobs_per_gpu: int) -> int:
 def _record(root: pathlib.Path, argv: list[str], jobs: list[Job], scripts_dir: str = ".") -> None:
     """Append this invocation to <root>/sweep.json: command, machine, library versions, the scripts' git commit, and
     the job list (merged by run directory)."""
-    from offrl.bench import machine
-    from offrl.runs import git_commit, software_versions
-
     path = root / "sweep.json"
     record: dict[str, Any] = {"invocations": [], "jobs": {}}
     if path.is_file():
         with contextlib.suppress(OSError, json.JSONDecodeError):
             record = json.loads(path.read_text())
     record["invocations"].append(
-        {"command": shlex.join(["python", "-m", "offrl.sweep", *argv]), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-         "machine": machine(), "versions": software_versions(), "git": git_commit(scripts_dir)}
+        {"command": shlex.join(["python", "-m", "offrl.tools.sweep", *argv]),
+         "time": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "versions": software_versions(),
+         "git": git_commit(scripts_dir)}
     )  # fmt: skip
     for job in jobs:
         record["jobs"][os.path.relpath(job.run_dir, root)] = dataclasses.asdict(job)
@@ -414,11 +413,11 @@ def _record(root: pathlib.Path, argv: list[str], jobs: list[Job], scripts_dir: s
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     own, common = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     parser = argparse.ArgumentParser(
-        prog="python -m offrl.sweep",
+        prog="python -m offrl.tools.sweep",
         description="Run train_<algo>.py jobs over algorithms x env names x seeds (x a grid) with each domain's "
         "recommended hyperparameters, locally or through submitit (Slurm). Flags after '--' go to every job. "
         "Finished jobs are skipped and interrupted ones resumed, so a sweep can be rerun until it is complete.",
-        epilog="example: python -m offrl.sweep --algos fql iql --envs cube-single-play-singletask-task1-v0 "
+        epilog="example: python -m offrl.tools.sweep --algos fql iql --envs cube-single-play-singletask-task1-v0 "
         "--seeds 0 1 2 -- --total-steps 200000",
     )
     parser.add_argument(
@@ -458,7 +457,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--no-wait", action="store_true", help="submitit: exit once the tasks are submitted")
     parser.add_argument("--retry-failed", action="store_true", help="rerun jobs whose runs failed (kept aside)")
     parser.add_argument("--dry-run", action="store_true", help="print what each job would do, start nothing")
-    parser.add_argument("--report", default=None, metavar="DIR", help="write `offrl.report` into DIR at the end")
+    parser.add_argument("--report", default=None, metavar="DIR", help="write `offrl.tools.report` into DIR at the end")
     parser.add_argument("--readme", default=None, help="with --report: also update this README's results section")
     parser.add_argument(
         "--scripts-dir", default=str(REPO_ROOT), help="folder holding train_<algo>.py (default: the repository)"
@@ -472,7 +471,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error("--readme needs --report")
     missing = [a for a in args.algos if not (pathlib.Path(args.scripts_dir) / f"train_{a}.py").is_file()]
     if missing:
-        there = ", ".join(available_scripts(args.scripts_dir)) or "none"
+        there = ", ".join(find_scripts(args.scripts_dir)) or "none"
         parser.error(
             f"train_{missing[0]}.py is not in {args.scripts_dir} (scripts there: {there}); run the sweep from a clone "
             "of the repository (pip install -e .) or pass --scripts-dir"
@@ -486,8 +485,6 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def _prepare_datasets(args: argparse.Namespace) -> None:
-    from offrl.datasets import DatasetError, prepare_dataset
-
     for env_name in args.envs:
         try:
             where = prepare_dataset(
@@ -604,8 +601,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("[sweep] nothing to run.")
     if args.report:
-        from offrl import report
-
         report_args = [str(root), "--output", args.report] + (["--readme", args.readme] if args.readme else [])
         report.main(report_args)
     final = [job_state(job) for job in jobs]

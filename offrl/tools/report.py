@@ -1,7 +1,7 @@
 """Results of many runs as Markdown tables next to the published numbers, plus learning curves.
 
-    python -m offrl.report runs/sweep --output results/            # results/report.md (+ curves-*.png)
-    python -m offrl.report runs/sweep --output docs/results --readme README.md
+    python -m offrl.tools.report runs/sweep --output results/            # results/report.md (+ curves-*.png)
+    python -m offrl.tools.report runs/sweep --output docs/results --readme README.md
 
 Reads every `results.json` under the given folders (folders whose name starts with '.' are skipped: the sweep keeps
 superseded runs there). Runs are grouped by env name, algorithm and the hyperparameters that differ between runs of
@@ -387,7 +387,7 @@ def markdown(
         for invocation in invocations[-1:]:
             info = invocation.get("machine", {})
             hardware = info.get("gpu") or f"{info.get('cpu')} ({info.get('cpu_cores')} cores)"
-            then = "" if "--report" in invocation["command"] else ", then `python -m offrl.report`"
+            then = "" if "--report" in invocation["command"] else ", then `python -m offrl.tools.report`"
             lines += [
                 f"Made by `{invocation['command']}`{then} on {hardware}, torch {info.get('torch')} (sweep started "
                 f"{invocations[0].get('time')}, last invoked {invocation.get('time')}).",
@@ -492,7 +492,7 @@ def update_readme(readme: pathlib.Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m offrl.report",
+        prog="python -m offrl.tools.report",
         description="Tables (final and best score, mean ± std over seeds, next to the published numbers) and "
         "learning curves from the results.json files of many runs.",
     )

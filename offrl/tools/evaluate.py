@@ -1,8 +1,8 @@
 """Evaluate a saved run's checkpoint without training, and export its acting policy as one torch-only file.
 
-    python -m offrl.evaluate runs/cube-single-...__fql__0__20261201-120000                 # 50 episodes, run's seed
-    python -m offrl.evaluate RUN_DIR --episodes 100 --eval-envs 16 --seed 1 --video         # other episodes, a video
-    python -m offrl.evaluate RUN_DIR --export policy.pt2 --no-eval                          # only the export
+    python -m offrl.tools.evaluate runs/cube-single-...__fql__0__20261201-120000          # 50 episodes, run's seed
+    python -m offrl.tools.evaluate RUN_DIR --episodes 100 --eval-envs 16 --seed 1 --video  # other episodes, a video
+    python -m offrl.tools.evaluate RUN_DIR --export policy.pt2 --no-eval                   # only the export
 
 The run's script (`results.json` names it; `--script` overrides) rebuilds the agent with the run's settings; the
 networks come from `<RUN_DIR>/checkpoint.pt`. The evaluation is the one a run makes (`offrl.evaluation.evaluate`:
@@ -34,20 +34,16 @@ from typing import Any
 
 import torch
 
-from offrl.runs import (
-    _checkpoint_path,
-    _from_saved,
-    _read_checkpoint,
-    atomic_write,
-    import_script,
-    load_data,
-    resolve_device,
-    settle_gl_backend,
-)
+from offrl.args import import_script, saved_args
+from offrl.atomic import atomic_write
+from offrl.checkpoint import checkpoint_path, read_checkpoint
+from offrl.evaluation import evaluate
+from offrl.run import load_data, resolve_device
+from offrl.video import settle_gl_backend
 
 __all__ = ["ActingPolicy", "export_policy", "find_script", "load_agent", "main"]
 
-PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def find_script(run_dir: pathlib.Path, algo: str, results: dict[str, Any], script: str | None = None) -> pathlib.Path:
@@ -79,7 +75,7 @@ def load_agent(run_dir: str | pathlib.Path, script: str | None = None, **overrid
     run_dir = pathlib.Path(run_dir)
     if not run_dir.is_dir():
         raise SystemExit(f"error: {run_dir}: no such run directory.")
-    checkpoint = _checkpoint_path(str(run_dir))
+    checkpoint = checkpoint_path(str(run_dir))
     if not checkpoint.is_file():
         raise SystemExit(
             f"error: {run_dir} has no checkpoint.pt (a run saves one every --save-every steps and at its end); "
@@ -91,12 +87,12 @@ def load_agent(run_dir: str | pathlib.Path, script: str | None = None, **overrid
             results = json.loads((run_dir / "results.json").read_text())
         except (OSError, json.JSONDecodeError):
             results = {}
-    payload = _read_checkpoint(checkpoint, what="checkpoint")
+    payload = read_checkpoint(checkpoint, what="checkpoint")
     algo = results.get("algo") or payload.get("algo")
     if algo is None:
         raise SystemExit(f"error: {run_dir}/results.json is missing or unreadable, so the algorithm is unknown.")
     module = import_script(find_script(run_dir, algo, results, script))
-    args = dataclasses.replace(_from_saved(module.Args, payload.get("args", {})), **overrides)
+    args = dataclasses.replace(saved_args(module.Args, payload.get("args", {})), **overrides)
     device = resolve_device(args.device)
     data = load_data(args, device)
     agent = module.build(args, data, device)
@@ -144,7 +140,7 @@ def export_policy(agent, observation_dim: int, path: str | pathlib.Path, device:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m offrl.evaluate",
+        prog="python -m offrl.tools.evaluate",
         description="Evaluate a run's checkpoint without training (the metrics a run writes, in "
         "RUN_DIR/evaluations/), and/or export its acting policy to one file that loads with only torch.",
     )
@@ -198,8 +194,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     if options.no_eval:
         return 0
-    from offrl.evaluation import evaluate
-
     episodes = options.episodes or args.eval_episodes
     seed = args.seed if options.seed is None else options.seed
     ref = data.metadata.get("ref_min_score"), data.metadata.get("ref_max_score")

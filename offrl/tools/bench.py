@@ -1,4 +1,4 @@
-"""Training-throughput benchmark of the five scripts: `python -m offrl.bench`.
+"""Training-throughput benchmark of the five scripts: `python -m offrl.tools.bench`.
 
 Each measurement runs a script itself, as a user would (its own compiled update, not a re-implementation), on a
 small regenerated cube-single set (observation 28, action 5) at the script's default sizes (batch 256, 4 x 512
@@ -21,13 +21,13 @@ networks, optimizer and data), and after warm-up the modes run blocks of `steps`
 Each mode's ratio to eager is the median over rounds of (its block's rate / the eager block's rate of that round):
 on a shared machine whose speed drifts, this resolves differences of a few percent that separate runs cannot.
 
-Usage: python -m offrl.bench                      # every script, every mode this machine has
-       python -m offrl.bench --scripts fql --repeats 5 --steps 500 --output bench.json
-       python -m offrl.bench --rounds 3                # modes interleaved, three runs of each
-       python -m offrl.bench --paired                  # modes in one process, blocks taking turns: steady ratios
-       python -m offrl.bench --online --modes eager   # online steps/s of fine-tuning (environment step + update)
-       python -m offrl.bench --profile fql             # torch.profiler table + Chrome trace of FQL's update
-       python -m offrl.bench --scripts iql --modes compile --threads 1 2 --jobs 1 2   # threads per job
+Usage: python -m offrl.tools.bench                      # every script, every mode this machine has
+       python -m offrl.tools.bench --scripts fql --repeats 5 --steps 500 --output bench.json
+       python -m offrl.tools.bench --rounds 3                # modes interleaved, three runs of each
+       python -m offrl.tools.bench --paired                  # modes in one process, blocks taking turns: steady ratios
+       python -m offrl.tools.bench --online --modes eager   # online steps/s of fine-tuning (environment step + update)
+       python -m offrl.tools.bench --profile fql             # torch.profiler table + Chrome trace of FQL's update
+       python -m offrl.tools.bench --scripts iql --modes compile --threads 1 2 --jobs 1 2   # threads per job
 """
 
 from __future__ import annotations
@@ -46,9 +46,13 @@ from pathlib import Path
 
 import torch
 
-SCRIPTS = ("iql", "sacbc", "fql", "fan", "idql")
+from offrl.args import find_scripts, import_script
+from offrl.args import parse_args as parse_script_args
+from offrl.compile import compiled, warmup_calls
+from offrl.run import load_data, resolve_device, seed_everything
+
 MODE_FLAGS = {"eager": ["--no-compile"], "compile": ["--compile"], "cudagraphs": ["--compile", "--cudagraphs"]}
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def interval_rates(train_seconds: dict[int, float], interval: int) -> list[float]:
@@ -80,7 +84,7 @@ def _command(script: str, mode: str, args: argparse.Namespace, dataset_dir: Path
     phases = ["--total-steps", str(args.steps), "--online-steps", str(total - args.steps)] if args.online else [
         "--total-steps", str(total)]  # fmt: skip
     return [
-        sys.executable, str(REPO_ROOT / f"train_{script}.py"), "--device", args.device,
+        sys.executable, str(Path(args.scripts_dir) / f"train_{script}.py"), "--device", args.device,
         "--dataset-dir", str(dataset_dir), "--generate-episodes", str(args.episodes),
         *phases, "--log-every", str(args.steps), "--eval-every", str(total),
         "--eval-episodes", str(args.eval_episodes), "--save-every", str(total), "--run-dir", str(run_dir),
@@ -125,7 +129,7 @@ def measure(
 def measure_threads(
     script: str, mode: str, args: argparse.Namespace, dataset_dir: Path, work_dir: Path, threads: int, jobs: int
 ) -> dict:
-    """Run `jobs` copies of one script side by side (as `offrl.sweep --jobs` does), each with `threads` torch
+    """Run `jobs` copies of one script side by side (as `offrl.tools.sweep --jobs` does), each with `threads` torch
     threads (OMP_NUM_THREADS and MKL_NUM_THREADS); the row gives the median copy's rate and the copies' sum."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     run_dirs = [work_dir / f"{script}-{mode}-t{threads}-j{jobs}-{k}" for k in range(jobs)]
@@ -228,12 +232,10 @@ def markdown_table(rows: list[dict], unit: str = "updates/s") -> str:
 
 def _built(script: str, args: argparse.Namespace, dataset_dir: Path, mode: str = "compile"):
     """train_<script>.py's own `build()` at its default sizes on the regenerated set: (agent, device)."""
-    from offrl.runs import import_script, load_data, parse_args, resolve_device, seed_everything
-
-    module = import_script(REPO_ROOT / f"train_{script}.py")
+    module = import_script(Path(args.scripts_dir) / f"train_{script}.py")
     cli = ["--device", args.device, "--dataset-dir", str(dataset_dir), "--generate-episodes", str(args.episodes),
            *MODE_FLAGS[mode]]  # fmt: skip
-    script_args = parse_args(module.Args, module.PRESETS, cli).args
+    script_args = parse_script_args(module.Args, module.PRESETS, cli).args
     device = resolve_device(script_args.device)
     seed_everything(script_args.seed)
     return module.build(script_args, load_data(script_args, device), device), device
@@ -249,13 +251,11 @@ def paired(script: str, args: argparse.Namespace, dataset_dir: Path, work_dir: P
     ratio of a mode's block to the eager block of the same round is a steadier measure than the ratio of separate
     runs: the table gives the median of those per-round ratios.
     """
-    from offrl.runs import compile_update, warmup_calls
-
     agent, device = _built(script, args, dataset_dir)
     sync = torch.cuda.synchronize if args.cuda else (lambda: None)
     updates, compile_seconds = {}, {}
     for mode in args.modes:  # eager first (MODE order), so lazy optimizer state is created outside any graph
-        update = compile_update(agent.update, mode != "eager", mode == "cudagraphs", device)
+        update = compiled(agent.update, mode != "eager", mode == "cudagraphs", device)
         sync()
         start = time.perf_counter()
         for _ in range(warmup_calls(update)):
@@ -321,10 +321,8 @@ def profile(script: str, mode: str, args: argparse.Namespace, dataset_dir: Path,
     """
     from torch.profiler import ProfilerActivity, schedule
 
-    from offrl.runs import compile_update, warmup_calls
-
     agent, device = _built(script, args, dataset_dir, mode)
-    update = compile_update(agent.update, mode != "eager", mode == "cudagraphs", device)
+    update = compiled(agent.update, mode != "eager", mode == "cudagraphs", device)
     cuda = args.cuda
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
     warmup = max(args.steps, warmup_calls(update))  # compilation (or capture) happens in these
@@ -351,11 +349,17 @@ def profile(script: str, mode: str, args: argparse.Namespace, dataset_dir: Path,
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m offrl.bench",
+        prog="python -m offrl.tools.bench",
         description="Training updates per second of each train_<algo>.py in eager, compiled and CUDA-graph modes, "
         "measured by running the scripts themselves on a small regenerated cube-single set.",
     )
-    parser.add_argument("--scripts", nargs="+", choices=SCRIPTS, default=list(SCRIPTS), help="scripts to measure")
+    parser.add_argument(
+        "--scripts", nargs="+", default=None, metavar="ALGO",
+        help="the train_<ALGO>.py scripts to measure (default: every train_*.py in --scripts-dir)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--scripts-dir", default=str(REPO_ROOT), help="folder holding train_<algo>.py (default: the repository)"
+    )
     parser.add_argument(
         "--modes", nargs="+", choices=list(MODE_FLAGS), default=None,
         help="modes to measure (default: eager and compile, plus cudagraphs on CUDA)",
@@ -396,18 +400,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, nargs="+", default=None,
         help="instead of the mode table: separate runs with each of these torch thread counts (OMP_NUM_THREADS), "
-        "--jobs copies side by side; what offrl.sweep's default thread count rests on",
+        "--jobs copies side by side; what offrl.tools.sweep's default thread count rests on",
     )  # fmt: skip
     parser.add_argument(
         "--jobs", type=int, nargs="+", default=[1],
-        help="with --threads: how many copies of a run train side by side, as offrl.sweep --jobs (default: 1)",
+        help="with --threads: how many copies of a run train side by side, as offrl.tools.sweep --jobs (default: 1)",
     )  # fmt: skip
     parser.add_argument(
         "--script-flags", default="",
         help="extra flags for every run, one string, e.g. '--hidden-dims 32 32 --batch-size 64' (default: none)",
     )  # fmt: skip
     parser.add_argument(
-        "--profile", choices=SCRIPTS, default=None,
+        "--profile", default=None, metavar="ALGO",
         help="instead of the table: profile this script's update with torch.profiler (in the first of --modes, "
         "default compile), after --steps updates of warm-up",
     )  # fmt: skip
@@ -443,6 +447,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--threads and --jobs must be positive")
     if args.online and (args.paired or args.profile or args.threads):
         parser.error("--online times separate runs; it does not combine with --paired, --profile or --threads")
+    found = find_scripts(args.scripts_dir)
+    args.scripts = args.scripts or found
+    for script in [*args.scripts, *([args.profile] if args.profile else [])]:
+        if script not in found:
+            parser.error(f"no train_{script}.py in {args.scripts_dir} (found: {', '.join(found) or 'none'})")
     args.script_flags = shlex.split(args.script_flags)
     return args
 
@@ -512,7 +521,7 @@ def threads_main(args: argparse.Namespace, info: dict) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine()
-    print(f"offrl.bench on {info['gpu'] or info['cpu']} ({info['cpu_cores']} cores), torch {info['torch']}")
+    print(f"offrl.tools.bench on {info['gpu'] or info['cpu']} ({info['cpu_cores']} cores), torch {info['torch']}")
     if args.profile:
         with tempfile.TemporaryDirectory(prefix="offrl-profile-") as work:
             dataset_dir = Path(args.dataset_dir or Path(work) / "data")
