@@ -1,8 +1,9 @@
 """offrl: offline reinforcement learning in PyTorch, one readable file per algorithm.
 
-The package holds the building blocks the `train_*.py` scripts share: the run bookkeeping (`offrl.runs`), datasets
-(`offrl.datasets`), offline regeneration of OGBench datasets (`offrl.generate`), networks (`offrl.networks`),
-evaluation (`offrl.evaluation`) and score normalization (`offrl.scores`).
+The package holds what the `train_*.py` scripts share, a module per job: the run around a script's loop (`offrl.run`,
+with `args`, `compile`, `checkpoint`, `records`, `rundir`, `stopping`, `atomic`), datasets by source
+(`offrl.datasets`, `offrl.generate`), networks and losses, evaluation and video, scores. The tools that work around
+runs (sweep, report, evaluate, bench) are commands in `offrl.tools`; no run imports them.
 """
 
 import warnings

@@ -2,7 +2,6 @@
 runs. The behaviour every script shares (end to end on both dataset families, resume, SIGTERM, NaN guard, --help) is
 in tests/test_scripts.py; learning on the toy task is in tests/test_learning.py."""
 
-import json
 import math
 
 import pytest
@@ -12,6 +11,7 @@ from torch import nn
 import train_idql
 from offrl.diffusion import ddpm_schedule, noise_prediction_loss, sample_actions, vp_beta_schedule
 from tests.helpers import Constant, ValueOf, random_data, read_scalars, run_script, value_hand_batch
+from tests.test_scripts import check_results
 
 TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2",
         "--num-candidates", "4", "--denoiser-hidden-dim", "32", "--denoiser-time-dim", "16"]  # fmt: skip
@@ -175,9 +175,7 @@ def test_resampling_mish_and_cosine_schedule_in_a_run(minari_dir, tmp_path, comp
         "--total-steps", "10", "--eval-every", "10", "--log-every", "5", "--run-dir", str(run_dir), compile_flag,
         "--extraction", "resample", "--denoiser-activation", "mish", *TINY,
     )  # fmt: skip
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["status"] == "finished" and [e["step"] for e in results["evals"]] == [0, 10]
-    assert results["eval_seconds_per_episode"] > 0
+    check_results(run_dir, "train_idql.py", "test/pendulum/random-v0", [0, 10], ogbench=False)
     scalars = read_scalars(run_dir)
     for tag in ("loss/critic", "loss/value", "loss/diffusion", "critic/q_mean", "value/v_mean"):
         assert sorted(scalars[tag]) == [5, 10], tag
