@@ -196,3 +196,13 @@ def test_a_script_declares_its_checks_and_shapes(tmp_path):
     copy = import_script(copy_without_flow_steps(tmp_path))
     assert "flow_steps" not in copy.Args.__dataclass_fields__
     assert parse_args(copy.Args, copy.PRESETS, []).args.alpha == 300.0
+
+
+def test_every_module_of_the_package_is_tracked_by_git():
+    """An ignore rule once hid a whole subpackage (`datasets/` matched offrl/datasets/): it ran here and was missing
+    from every clone."""
+    tracked = subprocess.run(["git", "ls-files", "offrl"], cwd=REPO_ROOT, capture_output=True, text=True)
+    if tracked.returncode != 0 or not tracked.stdout:
+        pytest.skip("not a git checkout")
+    files = {str(p.relative_to(REPO_ROOT)) for p in PACKAGE.rglob("*.py")}
+    assert files - set(tracked.stdout.split()) == set()
