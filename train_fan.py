@@ -36,11 +36,11 @@ from offrl.run import Agent, Run
 @dataclass
 class Args(RunArgs):
     # Algorithm
-    discount: float = 0.995
+    discount: float = arg(0.995, above=0, at_most=1)
     """discount gamma (OGBench 0.995; D4RL 0.99)"""
-    tau: float = 0.005
+    tau: float = arg(0.005, at_least=0, at_most=1)
     """target critic Polyak rate, every step"""
-    lr: float = 3e-4
+    lr: float = arg(3e-4, above=0)
     """Adam learning rate (one optimizer over the flow, the one-step policy, the critic and Z)"""
     hidden_dims: tuple[int, ...] = arg((512, 512, 512, 512), at_least=1, shape=True)
     """hidden layer widths of the BC flow, the one-step policy, the critics and Z"""
@@ -48,16 +48,16 @@ class Args(RunArgs):
     """LayerNorm in the critics and Z"""
     actor_layer_norm: bool = arg(False, shape=True)
     """LayerNorm in the BC flow and the one-step policy"""
-    alpha1: float = 100.0
+    alpha1: float = arg(100.0, at_least=0)
     """actor flow-anchoring coefficient: 100 cube/scene/puzzle, 10 antsoccer (D4RL antmaze 3)"""
-    alpha2: float = 0.0
+    alpha2: float = arg(0.0, at_least=0)
     """critic flow-anchoring penalty in the backup: 0 cube, 3 scene/puzzle, 0.1 antsoccer (D4RL antmaze 0.03)"""
-    online_alpha1: float | None = None
+    online_alpha1: float | None = arg(None, at_least=0)
     """alpha1 from the first online update of --online-steps on (FAN's fine-tuning scripts: 30 cube-double, 10
     scene/puzzle-3x3/antsoccer, 100 puzzle-4x4); default: alpha1"""
-    online_alpha2: float | None = None
+    online_alpha2: float | None = arg(None, at_least=0)
     """alpha2 from the first online update on (0 in FAN's fine-tuning scripts); default: alpha2"""
-    expectile: float = 0.9
+    expectile: float = arg(0.9, above=0, below=1)
     """expectile of the Z loss (Z tracks an upper expectile over the noise of the target Q)"""
     z_agg: Literal["mean", "min"] = "mean"
     """how the two Z heads combine in the backup (min for D4RL)"""

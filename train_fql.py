@@ -32,11 +32,11 @@ from offrl.run import Agent, Run
 @dataclass
 class Args(RunArgs):
     # Algorithm
-    discount: float = 0.99
+    discount: float = arg(0.99, above=0, at_most=1)
     """discount gamma (0.995 for antsoccer and humanoidmaze)"""
-    tau: float = 0.005
+    tau: float = arg(0.005, at_least=0, at_most=1)
     """target critic Polyak rate, every step"""
-    lr: float = 3e-4
+    lr: float = arg(3e-4, above=0)
     """Adam learning rate (one optimizer over the flow, the one-step policy and the critic)"""
     hidden_dims: tuple[int, ...] = arg((512, 512, 512, 512), at_least=1, shape=True)
     """hidden layer widths of the BC flow, the one-step policy and the critics"""
@@ -44,7 +44,7 @@ class Args(RunArgs):
     """LayerNorm in the critics"""
     actor_layer_norm: bool = arg(False, shape=True)
     """LayerNorm in the BC flow and the one-step policy"""
-    alpha: float = 300.0
+    alpha: float = arg(300.0, at_least=0)
     """distillation coefficient: 300 cube/scene, 1000 puzzle, 10 antmaze/antsoccer, 30 humanoidmaze (D4RL antmaze 10)"""
     flow_steps: int = arg(10, at_least=1)
     """Euler steps of the BC flow that produce the distillation target"""

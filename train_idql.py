@@ -42,18 +42,18 @@ from offrl.run import Agent, Run
 @dataclass
 class Args(RunArgs):
     # Algorithm
-    discount: float = 0.99
+    discount: float = arg(0.99, above=0, at_most=1)
     """discount gamma (0.995 for antsoccer, humanoidmaze and antmaze-giant)"""
-    tau: float = 0.005
+    tau: float = arg(0.005, at_least=0, at_most=1)
     """target critic Polyak rate, every step"""
-    lr: float = 3e-4
+    lr: float = arg(3e-4, above=0)
     """Adam learning rate of the critic and value networks"""
     hidden_dims: tuple[int, ...] = arg((512, 512, 512, 512), at_least=1, shape=True)
     """hidden layer widths of the critic and value networks: 4 x 512, the OGBench default all scripts share (the IDQL
     paper and code on D4RL: 256 256, ReLU, LayerNorm only at V's input)"""
     layer_norm: bool = arg(True, shape=True)
     """LayerNorm in the critic and value networks"""
-    expectile: float = 0.9
+    expectile: float = arg(0.9, above=0, below=1)
     """expectile tau of the value loss and of the resampling weights (0.9 OGBench and antmaze, 0.7 D4RL locomotion)"""
     diffusion_steps: int = arg(5, at_least=1)
     """DDPM steps T (variance-preserving beta schedule)"""
@@ -62,13 +62,13 @@ class Args(RunArgs):
     extraction: Literal["argmax", "resample"] = "argmax"
     """argmax: the candidate with the highest min_i Qbar_i(s, a); resample: draw one with probability ~ |tau - 1(Q < V)|
     (the paper's implicit policy, expectile weights)"""
-    actor_lr: float = 3e-4
+    actor_lr: float = arg(3e-4, above=0)
     """AdamW learning rate of the denoiser"""
-    actor_weight_decay: float = 1e-4
+    actor_weight_decay: float = arg(1e-4, at_least=0)
     """AdamW (decoupled) weight decay of the denoiser"""
     actor_cosine_decay: bool = True
     """cosine decay of the denoiser's learning rate to 0 over all updates (offline and online)"""
-    ema_rate: float = 0.001
+    ema_rate: float = arg(0.001, at_least=0, at_most=1)
     """rate of the denoiser's exponential moving average (the copy that samples), every step"""
     denoiser_hidden_dim: int = arg(256, at_least=1, shape=True)
     """width of the LN-ResNet denoiser (its residual blocks expand to 4x this)"""
@@ -78,7 +78,7 @@ class Args(RunArgs):
     """Fourier features of the diffusion step t"""
     denoiser_activation: Literal["swish", "mish"] = "swish"
     """denoiser activation: swish (the newest IDQL code) or mish (the paper's first version)"""
-    dropout: float = 0.1
+    dropout: float = arg(0.1, at_least=0, below=1)
     """dropout rate in the denoiser's residual blocks (training only)"""
 
 

@@ -31,21 +31,21 @@ from offrl.run import Agent, Run
 @dataclass
 class Args(RunArgs):
     # Algorithm
-    discount: float = 0.99
+    discount: float = arg(0.99, above=0, at_most=1)
     """discount gamma (0.995 for antsoccer, humanoidmaze and antmaze-giant)"""
-    tau: float = 0.005
+    tau: float = arg(0.005, at_least=0, at_most=1)
     """target critic Polyak rate, every step"""
-    lr: float = 3e-4
+    lr: float = arg(3e-4, above=0)
     """Adam learning rate for all networks"""
     hidden_dims: tuple[int, ...] = arg((512, 512, 512, 512), at_least=1, shape=True)
     """hidden layer widths of the actor, critic and value networks (D4RL in the IQL paper: 256 256)"""
     layer_norm: bool = arg(True, shape=True)
     """LayerNorm in the critic and value networks"""
-    expectile: float = 0.9
+    expectile: float = arg(0.9, above=0, below=1)
     """expectile tau of the value loss (0.7 for D4RL locomotion)"""
     actor_loss: Literal["awr", "ddpgbc"] = "awr"
     """actor extraction: awr (advantage-weighted regression) or ddpgbc (Q maximisation + log-likelihood BC)"""
-    alpha: float = 10.0
+    alpha: float = arg(10.0, at_least=0)
     """AWR inverse temperature (exp(alpha * advantage)); with ddpgbc, the BC coefficient. D4RL locomotion: 3"""
     actor_cosine_decay: bool = False
     """cosine decay of the actor learning rate to 0 over all updates, offline and online (the IQL paper's D4RL

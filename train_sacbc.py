@@ -31,21 +31,21 @@ from offrl.run import Agent, Run
 @dataclass
 class Args(RunArgs):
     # Algorithm
-    discount: float = 0.99
+    discount: float = arg(0.99, above=0, at_most=1)
     """discount gamma (0.995 for antsoccer, humanoidmaze and antmaze-giant)"""
-    tau: float = 0.005
+    tau: float = arg(0.005, at_least=0, at_most=1)
     """target critic Polyak rate, every step"""
-    lr: float = 3e-4
+    lr: float = arg(3e-4, above=0)
     """Adam learning rate for the critic, the actor and the temperature"""
     hidden_dims: tuple[int, ...] = arg((512, 512, 512, 512), at_least=1, shape=True)
     """hidden layer widths of the actor and critic networks"""
     layer_norm: bool = arg(True, shape=True)
     """LayerNorm in the critic networks"""
-    alpha: float = 300.0
+    alpha: float = arg(300.0, at_least=0)
     """behaviour-cloning coefficient: the actor pays (alpha / |A|) ||a - a_pi||^2 (cube-single 300, antsoccer 3)"""
     target_entropy_multiplier: float = 0.5
     """target entropy H_target = -multiplier * |A|"""
-    initial_temperature: float = 1.0
+    initial_temperature: float = arg(1.0, above=0)
     """initial entropy temperature beta"""
 
 

@@ -71,13 +71,15 @@ class RunArgs:
         str | None, tyro.conf.arg(help_behavior_hint="(default: ~/.ogbench/data for OGBench, Minari's own for Minari)")
     ] = None
     """where datasets live"""
-    generate_episodes: int | None = arg(None, at_least=1)
-    """OGBench: train on a small locally generated set of this many episodes (quick runs) instead of the official"""
+    generate_episodes: Annotated[
+        int | None, tyro.conf.arg(help_behavior_hint="(default: the official dataset, regenerated if not on disk)")
+    ] = arg(None, at_least=1)
+    """OGBench: train on a small set of this many episodes generated here with OGBench's oracles (quick runs)"""
     reward_mode: Literal["auto", "none", "antmaze", "locomotion"] = "auto"
     """reward processing: auto (per dataset family), none, antmaze (r - 1), locomotion (1000 / return range)"""
     presets: bool = True
     """apply the script's recommended settings for --env-name (its PRESETS table); flags given always win"""
-    seed: int = 0
+    seed: int = arg(0, at_least=0, at_most=2**32 - 1)
     """random seed (networks, sampling; evaluation seeds are derived from it but never equal training seeds)"""
     device: str = "auto"
     """torch device; auto = cuda when available, else cpu"""
@@ -87,9 +89,10 @@ class RunArgs:
     """offline-to-online fine-tuning: after the offline steps, this many online steps, each one environment step with
     the exploration policy and one gradient step on the replay buffer (the dataset plus the online transitions);
     0 = offline only"""
-    balanced_sampling: bool = False
-    """online phase: draw half of each batch from the dataset and half from the online transitions (default: uniform
-    over both together)"""
+    balanced_sampling: Annotated[bool, tyro.conf.arg(help_behavior_hint="(default: uniform over both together)")] = (
+        False
+    )
+    """online phase: draw half of each batch from the dataset and half from the online transitions"""
     batch_size: int = arg(256, at_least=1)
     """transitions per gradient step"""
     eval_every: int = arg(100_000, at_least=1)
@@ -111,21 +114,26 @@ class RunArgs:
     """where this run writes"""
     save_every: int = arg(100_000, at_least=1)
     """checkpoint every this many steps (and at the end)"""
-    resume: str | None = None
+    resume: Annotated[str | None, tyro.conf.arg(help_behavior_hint="(default: a new run)")] = None
     """continue an interrupted run in this run directory (or from this checkpoint file, in its directory); its
-    settings are the defaults, flags given override them"""
+    settings carry over and flags given override them, except that a change of --env-name, --seed, the data or
+    a network size is refused (it would be another experiment)"""
     track: bool = False
     """log the run to Weights & Biases (pip install 'offrl[track]'): its config, the TensorBoard scalars and the
     videos; with WANDB_MODE=offline the run is kept on this machine, in <run_dir>/wandb (upload it later with
     `wandb sync`)"""
     wandb_project: str = "offrl"
     """W&B project of --track"""
-    wandb_entity: str | None = None
-    """W&B entity (user or team) of --track; default: your W&B default"""
-    success_timing: Literal["pre", "post"] | None = None
+    wandb_entity: Annotated[
+        str | None, tyro.conf.arg(help_behavior_hint="(default: the one your W&B settings name)")
+    ] = None
+    """W&B entity (user or team) of --track"""
+    success_timing: Annotated[
+        Literal["pre", "post"] | None, tyro.conf.arg(help_behavior_hint="(default: the installed OGBench's own)")
+    ] = None
     """OGBench single-task: whether reward, success and termination are computed from the state before the action
-    ('pre', OGBench's default since 1.2.0) or after it ('post', OGBench 1.1, with which the FQL paper's numbers were
-    made); default: the installed OGBench's own"""
+    ('pre', as OGBench does since 1.2.0) or after it ('post', OGBench 1.1, with which the FQL paper's numbers were
+    made)"""
     video: bool = False
     """record the first episode of each evaluation to <run_dir>/videos; the OpenGL backend (MUJOCO_GL if set, else
     glfw with a display, egl or osmesa) is tried before training, and without one the run trains without video"""
@@ -209,6 +217,7 @@ class ParsedArgs(NamedTuple):
     presets_overridden: dict[str, dict[str, Any]]
     resume_changes: dict[str, list[Any]]
     d4rl_name: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def _resolve_d4rl(args: Any) -> tuple[Any, str | None]:
@@ -253,6 +262,22 @@ def parse_args(args_type: type, presets: Sequence[Preset] = (), argv: Sequence[s
                     f"{shown(after)}; a resumed run keeps its {what}. Drop the flag, or start a new run."
                 )
             changes[name] = [jsonable(before), jsonable(after)]
+        if (
+            plain.dataset_dir is None
+            and saved.dataset_dir
+            and not pathlib.Path(saved.dataset_dir).expanduser().is_dir()
+        ):
+            raise SystemExit(  # a run copied from another machine: its data folder is not made (and filled) here
+                f"error: --resume {plain.resume}: the run's --dataset-dir {saved.dataset_dir} does not exist on this "
+                "machine; pass --dataset-dir with the folder that holds (or is to hold) the data here."
+            )
+        taken = max(0, payload.get("step", 0) - saved.total_steps)  # the online steps the run has taken
+        if taken > args.online_steps:
+            raise SystemExit(
+                f"error: --resume {plain.resume}: {taken:,} online steps were taken; --online-steps "
+                f"{args.online_steps:,} leaves room for {args.online_steps:,}. Resume with --online-steps {taken:,} or "
+                "more."
+            )
     else:
         chosen = apply_presets(presets, plain.env_name, online=plain.online_steps > 0) if plain.presets else {}
         unknown = sorted(set(chosen) - set(fields))
@@ -266,7 +291,19 @@ def parse_args(args_type: type, presets: Sequence[Preset] = (), argv: Sequence[s
             else:
                 overridden[name] = {"preset": jsonable(value), "given": jsonable(getattr(args, name))}
     check_args(args)
-    return ParsedArgs(args, applied, overridden, changes, d4rl_name)
+    return ParsedArgs(args, applied, overridden, changes, d4rl_name, ignored_flags(args))
+
+
+def ignored_flags(args: Any) -> tuple[str, ...]:
+    """Warnings for flags given that do nothing with the others given (almost surely a mistake in the command)."""
+    warnings = []
+    if args.balanced_sampling and not args.online_steps:
+        warnings.append(
+            "--balanced-sampling does nothing without --online-steps (it splits the online phase's batches)"
+        )
+    if args.wandb_entity is not None and not args.track:
+        warnings.append("--wandb-entity does nothing without --track")
+    return tuple(warnings)
 
 
 def _bound_broken(value: float, checks: Mapping[str, Any]) -> str | None:

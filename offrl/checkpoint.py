@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pathlib
 import random
@@ -65,7 +66,8 @@ def save_checkpoint(path: str | os.PathLike, step: int, objects: Mapping[str, An
     """Save `{name: module/optimizer/scheduler}.state_dict()`, the RNG states and `step` atomically to `path`.
 
     Temporary files left beside `path` by an earlier save that was killed are removed first (a run directory holds
-    one run, so no other process is writing them).
+    one run, so no other process is writing them). The checkpoint is serialized in memory and then written, so a full
+    disk is an `OSError` (torch's own writer reports it as an opaque RuntimeError) and the old file stays.
     """
     path = pathlib.Path(path)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):
@@ -76,7 +78,9 @@ def save_checkpoint(path: str | os.PathLike, step: int, objects: Mapping[str, An
         "rng": rng_state(),
         **extra,
     }
-    atomic_write(path, lambda file: torch.save(payload, file), mode="wb")
+    serialized = io.BytesIO()
+    torch.save(payload, serialized)
+    atomic_write(path, lambda file: file.write(serialized.getbuffer()), mode="wb")
     return path
 
 

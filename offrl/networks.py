@@ -13,8 +13,9 @@ Shapes: B batch, E ensemble members, D input features, A action dimension.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ __all__ = [
     "EnsembleMLP",
     "GaussianActor",
     "call_frozen",
+    "eval_mode",
     "gelu",
     "glorot_linear",
     "polyak_update_",
@@ -278,6 +280,19 @@ def polyak_update_(target: Sequence[torch.Tensor], online: Sequence[torch.Tensor
     changes their requires_grad after the first step (a recompilation).
     """
     torch._foreach_lerp_(list(target), list(online), rate)
+
+
+@contextlib.contextmanager
+def eval_mode(nets: Mapping[str, nn.Module]) -> Iterator[None]:
+    """The networks in eval mode for the block (acting, evaluating), then each back in the mode it had."""
+    training = {name: net.training for name, net in nets.items()}
+    for net in nets.values():
+        net.eval()
+    try:
+        yield
+    finally:
+        for name, net in nets.items():
+            net.train(training[name])
 
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)

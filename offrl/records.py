@@ -207,7 +207,8 @@ def start_tracking(run_dir: pathlib.Path, algo: str, args: Any, fields: Mapping[
         )
     except Exception as error:  # noqa: BLE001  (login, network, bad entity: say so in one line)
         message = " ".join(str(error).split())[:300] or type(error).__name__
-        raise SystemExit(
-            f"error: --track: W&B could not start ({message}). Run `wandb login`, or set WANDB_MODE=offline to keep "
-            "the run on this machine and `wandb sync` it later."
-        ) from None
+        if os.environ.get("WANDB_MODE", "").lower() == "offline":
+            hint = "WANDB_MODE=offline is set, so the cause is on this machine (wandb's install, <run_dir>/wandb)"
+        else:
+            hint = "Run `wandb login`, or set WANDB_MODE=offline to keep the run here and `wandb sync` it later"
+        raise SystemExit(f"error: --track: W&B could not start ({message}). {hint}.") from None

@@ -21,7 +21,6 @@ their own rooms (`offrl.args`, `offrl.checkpoint`, `offrl.records`, `offrl.stopp
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import pathlib
@@ -38,20 +37,25 @@ from offrl.args import BOOKKEEPING, Preset, algo_name, flag, parse_args, shown
 from offrl.checkpoint import CHECKPOINT_NAME, checkpoint_path, load_checkpoint, save_checkpoint
 from offrl.compile import WARMUP_CALLS
 from offrl.datasets import DatasetError, OfflineDataset, d4rl_note, load_dataset
+from offrl.datasets.dataset import source_description
 from offrl.evaluation import evaluate
+from offrl.networks import eval_mode
 from offrl.online import OnlineEnv
+from offrl.progress import ESTIMATE_AFTER_STEPS, long_run_note, progress_display
 from offrl.records import RunLogger, git_commit, software_versions, start_tracking
 from offrl.rundir import default_run_dir, forget_fresh_run, take_run_dir
-from offrl.stopping import Interrupted, NonFiniteLossError, StopRequest, all_finite, check_finite, stop_with_parent
+from offrl.stopping import (
+    Interrupted,
+    NonFiniteLossError,
+    StopRequest,
+    all_finite,
+    check_finite,
+    out_of_memory,
+    stop_with_parent,
+)
 from offrl.video import settle_gl_backend
 
 __all__ = ["Agent", "Run", "load_data", "resolve_device", "seed_everything"]
-
-ESTIMATE_AFTER_STEPS = 20
-"""Timed (post-warm-up) steps after which a run estimates how long the rest will take."""
-LONG_RUN_HOURS = 3.0
-"""A run whose estimate exceeds this says so, with `QUICK_RUN_FLAGS`."""
-QUICK_RUN_FLAGS = "--total-steps 20000 --hidden-dims 256 256 --eval-every 5000 --eval-episodes 20"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -79,7 +83,12 @@ def resolve_device(device: str | None) -> torch.device:
     """`None`/"auto" -> cuda when available, else cpu; otherwise the named device (clear error if unavailable)."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise SystemExit(
+            f"error: --device {device} is not a torch device; use auto, cpu, cuda or cuda:<index>."
+        ) from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"error: --device {device} was asked for, but this PyTorch build sees no CUDA device.")
     return resolved
@@ -132,6 +141,8 @@ class Run:
         self.parsed = parse_args(args_type, presets, argv)
         self.args = args = self.parsed.args
         self.device = resolve_device(args.device)
+        for warning in self.parsed.warnings:
+            print(f"[{self.algo}] warning: {warning}", file=sys.stderr, flush=True)
         self.resuming = bool(args.resume)
         if self.resuming:
             self.run_dir = checkpoint_path(args.resume).parent
@@ -174,6 +185,13 @@ class Run:
             with self.stop.at_once():
                 self.video = settle_gl_backend(self.video, self.algo)
                 self.data = load_data(self.args, self.device)
+            if self.args.batch_size > len(self.data):
+                print(
+                    f"[{self.algo}] warning: --batch-size {self.args.batch_size:,} is larger than the dataset "
+                    f"({len(self.data):,} transitions): every batch repeats transitions",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if self.args.online_steps:  # the dataset becomes the start of the replay buffer (before build())
                 self.data.start_replay(self.args.online_steps, self.args.balanced_sampling)
         except Interrupted as interrupted:
@@ -201,7 +219,8 @@ class Run:
         for field, value in parsed.presets_overridden.items():
             print(f"[{name}] preset {flag(field)} {shown(value['preset'])} not applied: {shown(value['given'])} given")
         data = self.data
-        print(f"[{name}] {data.name}: {len(data):,} transitions ({data.metadata['source']}), run dir {self.run_dir}")
+        source = source_description(data.metadata)
+        print(f"[{name}] {data.name}: {len(data):,} transitions ({source}), run dir {self.run_dir}")
         if self.args.online_steps:
             sampling = "half dataset, half online" if self.args.balanced_sampling else "uniform over both"
             print(
@@ -251,6 +270,10 @@ class Run:
             self.run_dir, self.algo, args.env_name, dataclasses.asdict(args),
             resume_step=self.start_step if self.resuming else None, **fields,
         )  # fmt: skip
+        if args.online_steps:  # an offline run continued online: its earlier evaluations were offline ones
+            for row in self.logger.results["evals"]:
+                row.setdefault("phase", "online" if self.in_online_phase(row["step"]) else "offline")
+                row.setdefault("env_steps", max(0, row["step"] - args.total_steps))
         segments = [s for s in self.logger.results.get("segments", []) if s["start_step"] < self.start_step]
         changed = self.parsed.resume_changes if self.resuming else {}
         segment = {"start_step": self.start_step, "changed": changed, **made_by}
@@ -272,7 +295,7 @@ class Run:
         if self.logger is None:
             raise RuntimeError("Run.steps() before Run.start(agent)")
         args, warmup = self.args, WARMUP_CALLS
-        self._bar = _progress_bar(self.final_step, self.start_step, self._phase_name(self.start_step + 1))
+        self._bar = progress_display(self.final_step, self.start_step, self._phase_name(self.start_step + 1))
         self._interval_start = time.perf_counter()
         while self.step < self.final_step and not self.stop.requested:
             self.step += 1
@@ -322,28 +345,20 @@ class Run:
         networks in eval mode; None: the agent's evaluation policy) acts once in the environment; the transition
         joins the replay buffer, and an episode that ends is logged (TensorBoard `online/*`, results.json
         `online_episodes`)."""
-        with _eval_mode(self.agent.nets):
+        with eval_mode(self.agent.nets):
             finished = self.online_env.step(explore or self.agent.policy)
         if finished is not None:
             self.logger.online_episode(self.step, self.online_env.episode - 1, finished)
 
     def _say_if_long(self) -> None:
-        """After the first timed steps: if the rest of the run would take more than `LONG_RUN_HOURS` at this speed,
-        say so (the estimate, and the flags of a quick run) once, above the progress bar."""
+        """After the first timed steps: say once, above the progress bar, if the rest would take hours."""
         self._pause()  # brings the training clock up to date
         rate, args = self.online_steps_per_second or self.steps_per_second, self.args
-        if rate is None:
-            return
-        left = self.final_step - self.step
-        evaluations = left // args.eval_every + 1
         per_episode = self.logger.results.get("eval_seconds_per_episode") or 0.0
-        hours = (left / rate + evaluations * args.eval_episodes * per_episode) / 3600
-        if hours > LONG_RUN_HOURS:
-            self._bar.write(
-                f"[{self.algo}] note: at {rate:,.0f} updates/s on {self.device.type}, the remaining {left:,} steps and "
-                f"{evaluations} evaluations take about {hours:,.0f} h. For a quick run: {QUICK_RUN_FLAGS}",
-                file=sys.stderr,
-            )
+        left = self.final_step - self.step
+        note = long_run_note(rate, left, args.eval_every, args.eval_episodes, per_episode, self.device.type)
+        if note is not None:
+            self._bar.write(f"[{self.algo}] note: {note}", file=sys.stderr)
 
     def _print_resume(self) -> None:
         print(f"[{self.algo}] resuming at step {self.start_step} in {self.run_dir}", flush=True)
@@ -433,7 +448,7 @@ class Run:
         start = time.perf_counter()
         nets = self.agent.nets if self.agent is not None else {}
         ref = data.metadata.get("ref_min_score"), data.metadata.get("ref_max_score")
-        with _eval_mode(nets):
+        with eval_mode(nets):
             result = evaluate(
                 policy,
                 data.make_env,
@@ -528,6 +543,12 @@ class Run:
                 errors.append(
                     f"error: writing the run failed at step {self.step}{where}: {exc.strerror or exc}; {kept}."
                 )
+            elif out_of_memory(exc):
+                self.exit_code = 1
+                errors.append(
+                    f"error: out of {self.device.type} memory at step {self.step} ({str(exc).splitlines()[0][:200]}); "
+                    f"lower --batch-size or the network sizes; {kept}."
+                )
             else:
                 handled = False  # a refusal (SystemExit) or a defect: its own message or traceback follows
                 self.exit_code = 1
@@ -557,14 +578,16 @@ class Run:
         return handled
 
     def _finish_results(self, status: str, errors: list[str]) -> None:
+        before = self.logger.results  # a resumed run that timed no step of a phase keeps the earlier rate
         online = {}
         if self.online_env is not None:
-            online = {"online_steps_per_second": self.online_steps_per_second, "env_steps": self.online_env.env_steps}
+            rate = self.online_steps_per_second or before.get("online_steps_per_second")
+            online = {"online_steps_per_second": rate, "env_steps": self.online_env.env_steps}
         try:
             self.logger.write_results(
                 status=status,
                 final_step=self.step,
-                train_steps_per_second=self.steps_per_second,
+                train_steps_per_second=self.steps_per_second or before.get("train_steps_per_second"),
                 **online,
                 compile_seconds=self.compile_seconds,
                 dataset=self.data.metadata,
@@ -575,22 +598,3 @@ class Run:
             self.exit_code = self.exit_code or 1
         finally:
             self.logger.close()
-
-
-@contextlib.contextmanager
-def _eval_mode(nets: Mapping[str, torch.nn.Module]) -> Iterator[None]:
-    """The networks in eval mode for the block (acting, evaluating), then each back in the mode it had."""
-    training = {name: net.training for name, net in nets.items()}
-    for net in nets.values():
-        net.eval()
-    try:
-        yield
-    finally:
-        for name, net in nets.items():
-            net.train(training[name])
-
-
-def _progress_bar(total: int, initial: int, name: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=name, dynamic_ncols=True, file=sys.stdout)

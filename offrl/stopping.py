@@ -24,6 +24,7 @@ __all__ = [
     "StopRequest",
     "all_finite",
     "check_finite",
+    "out_of_memory",
     "stop_with_parent",
 ]
 
@@ -110,8 +111,13 @@ class _AtOnce:
             raise Interrupted(self.stop.signal)
         self.stop._at_once = True
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, traceback) -> None:
         self.stop._at_once = False
+        if self.stop.requested and not isinstance(exc, Interrupted):
+            # The handler set the request before it raised `Interrupted` inside whatever was running; a library may
+            # have turned that into its own error (MuJoCo's XML parser: a ValueError) or swallowed it. Either way
+            # the block was interrupted, and that is what the run reports.
+            raise Interrupted(self.stop.signal) from None
 
 
 def all_finite(nets: Mapping[str, torch.nn.Module]) -> bool:
@@ -136,3 +142,10 @@ def stop_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
     if str(os.getppid()) != parent:  # the sweep died before the request took effect
         raise SystemExit(f"error: the sweep that started this job (pid {parent}) is gone; rerun the sweep.")
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is an allocation that failed (CUDA's `OutOfMemoryError`, the CPU allocator's RuntimeError)."""
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)

@@ -4,9 +4,11 @@ file that a fresh Python process, which can import nothing but torch, loads and 
 live policy on the same observations and noise, for all five algorithms (IDQL's sampler included)."""
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -109,3 +111,26 @@ def test_evaluate_refuses_what_it_cannot_use_in_one_line(minari_dir, tmp_path):
     assert other.returncode == 1 and "does not fit" in other.stderr and "Traceback" not in other.stderr
     flags = python_module("offrl.tools.evaluate", str(run_dir), "--episodes", "0", check=False)
     assert flags.returncode == 2 and "--episodes must be positive" in flags.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_takes_the_checkpoint_file_and_stops_on_a_signal_in_one_line(minari_dir, tmp_path):
+    """`RUN_DIR/checkpoint.pt` is accepted as --resume accepts it; Ctrl-C or SIGTERM while it evaluates is one line
+    (exit 130 or 143), not a KeyboardInterrupt traceback or nothing at all."""
+    run_dir = tmp_path / "run"
+    run_script(
+        "train_iql.py", "--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), *TINY,
+        "--total-steps", "2", "--run-dir", str(run_dir),
+    )  # fmt: skip
+    by_file = python_module("offrl.tools.evaluate", str(run_dir / "checkpoint.pt"), "--episodes", "2")
+    assert "step 2, 2 episodes" in by_file.stdout and (run_dir / "evaluations").is_dir()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "offrl.tools.evaluate", str(run_dir), "--episodes", "100000", "--eval-envs", "1"],
+            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(8)  # loading the run and the first episodes
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 128 + signum, stderr
+        assert f"interrupted ({signal.Signals(signum).name})" in stderr and "Traceback" not in stderr, stderr

@@ -3,6 +3,7 @@
 Every set is tiny (a few episodes of 60-150 steps) so the file runs in well under two minutes on two cores.
 """
 
+import json
 import os
 import pathlib
 import subprocess
@@ -67,7 +68,14 @@ def test_format_matches_ogbench_files(generated, data_dir, name):
     for path, episodes in ((train_path, TRAIN_EPISODES), (val_path, 1)):
         data = load_npz(path)
         expected = ["observations", "actions", "terminals", "qpos", "qvel"] + (["button_states"] if has_buttons else [])
-        assert list(data) == expected
+        assert list(data) == [*expected, "offrl_provenance"]  # OGBench's keys, then where the file came from
+        provenance = json.loads(str(data["offrl_provenance"]))
+        assert provenance["generator"] == "offrl.generate" and provenance["dataset_name"] == name
+        assert (provenance["num_episodes"], provenance["seed"], provenance["max_episode_steps"]) == (
+            TRAIN_EPISODES,
+            0,
+            STEPS,
+        )
         size = episodes * STEPS
         assert data["observations"].shape == (size, obs_dim) and data["observations"].dtype == np.float32
         assert data["actions"].shape[0] == size and data["actions"].dtype == np.float32
@@ -78,8 +86,8 @@ def test_format_matches_ogbench_files(generated, data_dir, name):
         assert data["qpos"].shape[0] == data["qvel"].shape[0] == size
         if has_buttons:
             assert data["button_states"].dtype == np.int64 and data["button_states"].shape[0] == size
-        for value in data.values():
-            assert np.isfinite(value).all()
+        for key in expected:
+            assert np.isfinite(data[key]).all(), key
 
 
 @pytest.mark.filterwarnings("ignore:.*precision lowered by casting")  # raised inside OGBench's env constructor

@@ -86,7 +86,7 @@ def test_flags_win_over_presets_and_no_presets_turns_them_off():
 
 
 def test_a_sweep_applies_the_offline_to_online_presets_of_its_online_runs():
-    from offrl.tools.sweep import _fine_tunes_online
+    from offrl.tools.jobs import _fine_tunes_online
 
     assert _fine_tunes_online(["--online-steps", "1000", "--no-compile"]) and _fine_tunes_online(["--online-steps=5"])
     assert not _fine_tunes_online(["--online-steps", "0"]) and not _fine_tunes_online(["--total-steps", "10"])

@@ -6,6 +6,7 @@ uninterrupted run, SIGTERM, the NaN guard, bad-input messages and `--help`.
 
 import importlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -68,6 +69,7 @@ def test_end_to_end_ogbench(script, ogbench_dir, tmp_path):
     run_dir = tmp_path / "run"
     result = run_tiny_ogbench(script, ogbench_dir, run_dir, "--no-compile", *tiny(script))
     assert "final score at step 20" in result.stdout and str(run_dir) in result.stdout
+    assert "\r" not in result.stdout and "\r" not in result.stderr  # a log file gets lines, not a bar's redraws
     for step in (0, 10, 20):  # a line per evaluation, with the score the dataset family has
         assert f"[{algo(script)}] step {step}: success " in result.stdout
     check_results(run_dir, script, "cube-single-play-singletask-task1-v0", [0, 10, 20], ogbench=True)
@@ -244,3 +246,80 @@ def test_a_run_that_would_take_hours_says_so_with_the_flags_of_a_quick_run(minar
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=120)
+
+
+MISTAKES = {  # script -> flags that are almost surely mistakes, and what the refusal says
+    "train_iql.py": [(["--lr", "-1"], "--lr must be greater than 0, got -1.0"),
+                     (["--expectile", "2"], "--expectile must be less than 1, got 2.0")],
+    "train_fql.py": [(["--discount", "1.5"], "--discount must be at most 1, got 1.5"),
+                     (["--alpha", "-3"], "--alpha must be at least 0, got -3.0")],
+    "train_idql.py": [(["--dropout", "1"], "--dropout must be less than 1, got 1.0"),
+                      (["--ema-rate", "2"], "--ema-rate must be at most 1, got 2.0")],
+    "train_fan.py": [(["--expectile", "0"], "--expectile must be greater than 0, got 0.0")],
+    "train_sacbc.py": [(["--seed", "-1"], "--seed must be at least 0, got -1"),
+                       (["--tau", "-0.1"], "--tau must be at least 0, got -0.1")],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_values_that_are_almost_surely_mistakes_are_refused_or_warned_about(script):
+    """Each script declares its fields' valid ranges (`offrl.args.arg`): a value outside is one line before any work;
+    flags that do nothing with the others given are warned about."""
+    module = importlib.import_module(script.removesuffix(".py"))
+    for flags, message in MISTAKES[script]:
+        with pytest.raises(SystemExit, match=re.escape(message)):
+            parse_args(module.Args, module.PRESETS, flags)
+    warnings = parse_args(module.Args, module.PRESETS, ["--balanced-sampling", "--wandb-entity", "me"]).warnings
+    assert any("--balanced-sampling does nothing without --online-steps" in w for w in warnings)
+    assert any("--wandb-entity does nothing without --track" in w for w in warnings)
+    assert parse_args(module.Args, module.PRESETS, []).warnings == ()
+
+
+def test_an_unknown_device_is_one_line():
+    from offrl.run import resolve_device
+
+    with pytest.raises(SystemExit, match="--device foo is not a torch device"):
+        resolve_device("foo")
+
+
+@pytest.mark.slow
+def test_a_batch_too_large_to_allocate_is_one_line(minari_dir, tmp_path):
+    result = run_script(
+        "train_iql.py", "--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), "--no-compile",
+        "--total-steps", "2", "--eval-episodes", "1", "--eval-envs", "1", "--batch-size", "100000000000",
+        "--run-dir", str(tmp_path / "run"), check=False,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "is larger than the dataset" in result.stderr  # warned before the work
+    assert "error: out of cpu memory at step 1" in result.stderr and "lower --batch-size" in result.stderr
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
+
+
+def test_a_run_logged_to_a_file_prints_a_status_line_every_so_often():
+    import io
+
+    from offrl.progress import StatusLines
+
+    log = io.StringIO()
+    status = StatusLines(total=1000, initial=0, name="fql", stream=log, every=0.0)
+    status.set_postfix({"sps": "81", "success": "0.300"})
+    status.update(100)
+    status.write("[fql] step 100: success 0.300 (2 s)")
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("[fql] step 100 / 1,000 (10%), sps 81, success 0.300, about ") and "left" in lines[0]
+    assert lines[1] == "[fql] step 100: success 0.300 (2 s)" and "\r" not in log.getvalue()
+    quiet = io.StringIO()
+    StatusLines(total=1000, initial=0, name="fql", stream=quiet).update(1)  # within the minute: nothing yet
+    assert quiet.getvalue() == ""
+
+
+def test_help_says_each_default_once():
+    result = run_script("train_fql.py", "--help")
+    flat = " ".join(line.strip("│ ") for line in result.stdout.splitlines())  # tyro's box, unwrapped
+    flags = ("--generate-episodes", "--balanced-sampling", "--resume", "--wandb-entity", "--success-timing")
+    for flag, next_flag in zip(
+        flags, ("--reward-mode", "--batch-size", "--track", "--success-timing", "--video"), strict=True
+    ):
+        text = flat.split(flag, 1)[1].split(next_flag, 1)[0]
+        assert text.count("default") == 1 and "(default: None)" not in text, (flag, text)
+    assert "a network size is refused" in " ".join(flat.split())

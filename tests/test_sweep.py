@@ -16,6 +16,7 @@ import time
 import pytest
 import torch
 
+from offrl.tools import jobs as sweep_jobs
 from offrl.tools import report, sweep
 from tests.helpers import REPO_ROOT
 
@@ -136,7 +137,7 @@ def test_interrupted_jobs_resume_failed_ones_are_skipped_locked_ones_left_alone(
     failed = json.loads((jobs[1] / "results.json").read_text())
     (jobs[1] / "results.json").write_text(json.dumps({**failed, "status": "failed"}))
     (jobs[2] / "results.json").write_text(json.dumps({**failed, "status": "running"}))
-    with open(jobs[2] / sweep.LOCK_NAME, "w") as lock:
+    with open(jobs[2] / sweep_jobs.LOCK_NAME, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         capsys.readouterr()
         assert sweep.main(one_algo) == 1  # not everything finished: one failed, one still running elsewhere
@@ -232,14 +233,14 @@ def test_killing_the_sweep_stops_its_jobs_and_a_rerun_resumes_them(executor, tmp
         while not all((d / "results.json").exists() for d in run_dirs) and time.time() < deadline:
             time.sleep(0.2)
         time.sleep(2.0)  # both jobs past their first evaluation, training
-        assert all(sweep._is_locked(d) for d in run_dirs)  # each job holds its own run directory
+        assert all(sweep_jobs.is_locked(d) for d in run_dirs)  # each job holds its own run directory
         process.kill()  # SIGKILL: the sweep cannot clean up after itself
         process.wait(timeout=30)
         deadline = time.time() + 120
-        while any(sweep._is_locked(d) for d in run_dirs) and time.time() < deadline:
+        while any(sweep_jobs.is_locked(d) for d in run_dirs) and time.time() < deadline:
             time.sleep(0.2)
         for run_dir in run_dirs:
-            assert not sweep._is_locked(run_dir)
+            assert not sweep_jobs.is_locked(run_dir)
             assert json.loads((run_dir / "results.json").read_text())["status"] == "interrupted"
             assert (run_dir / "checkpoint.pt").is_file()
         while processes_mentioning(str(root)) and time.time() < deadline:  # the jobs' processes end too
@@ -275,3 +276,45 @@ def test_threads_default_to_the_cores_this_process_may_use(tmp_path, minari_dir,
     assert sweep.main(["--root", str(tmp_path / "one-core"), *one_job]) == 0
     (result,) = results_of(tmp_path / "one-core").values()
     assert result["torch_threads"] == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--grid", "notaflag=1"], "Unrecognized options: --notaflag"),
+        (["--", "--total-step", "40"], "Perhaps you meant"),
+        (["--grid", "expectile=abc"], "Error parsing --expectile"),
+        (["--grid", "expectile=0.7,2"], "--expectile must be less than 1, got 2.0"),
+    ],
+)
+def test_the_jobs_flags_are_checked_before_any_job_starts(tmp_path, capsys, flags, said):
+    """A flag the scripts would refuse is one line naming the job and the reason, in --dry-run too, and nothing starts
+    (today: `restart after 0.0 min` and the reason in each job's sweep.log)."""
+    argv = ["--algos", "iql", "--envs", "cube-single-play-singletask-task1-v0", "--root", str(tmp_path / "root")]
+    for dry_run in ([], ["--dry-run"]):
+        assert sweep.main([*argv, *dry_run, *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: iql cube-single-play-singletask-task1-v0") and said in err, err
+        assert "train_iql.py refuses its flags" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "root").exists()
+
+
+def test_set_aside_copies_of_a_job_do_not_pile_up(tmp_path):
+    root = tmp_path / "root"
+    run_dir = root / "env" / "iql" / "seed0"
+    for attempt in range(6):
+        run_dir.mkdir(parents=True)
+        (run_dir / "attempt").write_text(str(attempt))
+        sweep_jobs.set_aside(run_dir, root)
+    kept = sorted((root / ".superseded" / "env" / "iql").iterdir())
+    assert len(kept) == sweep_jobs.SUPERSEDED_KEPT
+    assert sorted(int((p / "attempt").read_text()) for p in kept) == [3, 4, 5]  # the newest
+
+
+@pytest.mark.slow
+def test_a_failed_job_shows_its_last_error_lines_in_the_sweeps_own_output(tmp_path, minari_dir, capsys):
+    code = sweep.main(["--algos", "iql", "--envs", ENV, "--root", str(tmp_path / "root"), "--dataset-dir",
+                       str(minari_dir), "--jobs", "1", "--", *TINY, "--lr", "1e12", "--no-layer-norm"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 1 and "failed after" in out
+    assert "error: loss/" in out and ("became nan" in out or "became inf" in out), out

@@ -36,6 +36,10 @@ https://github.com/Farama-Foundation/D4RL/wiki/Tasks."""
 D4RL_ENVS = frozenset(name.split("-", 1)[0] for name in D4RL_PORTS)
 
 
+TYPO_SIMILARITY = 0.9
+"""A name this similar to a port's (difflib ratio) is taken for a misspelling of it ('pen-humans' for 'pen-human')."""
+
+
 def _closest_d4rl(stem: str) -> str:
     env = stem.split("-", 1)[0]
     same_env = [name for name in D4RL_PORTS if name.split("-", 1)[0] == env] or list(D4RL_PORTS)
@@ -46,8 +50,9 @@ def d4rl_to_minari(name: str) -> str | None:
     """The Minari id standing for a D4RL dataset name ('hopper-medium-v2' -> 'mujoco/hopper/medium-v0',
     'antmaze-large-play-v2' -> 'D4RL/antmaze/large-play-v1', 'pen-human-v1' -> 'D4RL/pen/human-v2'); None when
     `name` is not a D4RL name (its first word is no D4RL environment). Any D4RL version maps to the one Minari
-    dataset. A D4RL dataset that Minari does not serve (e.g. 'hopper-medium-replay-v2') raises `DatasetError`
-    naming the closest Minari id. Minari's datasets are not byte-identical to D4RL's (`d4rl_note` says how)."""
+    dataset. A D4RL dataset that Minari does not serve (e.g. 'walker2d-random-v2') raises `DatasetError` listing
+    what Minari serves for that environment (a misspelt name: the port it is closest to). Minari's datasets are not
+    byte-identical to D4RL's (`d4rl_note` says how)."""
     match = re.fullmatch(r"(?P<stem>[a-z0-9]+(?:-[a-z0-9]+)*)-v\d+", name)
     if match is None or match["stem"].split("-", 1)[0] not in D4RL_ENVS:
         return None
@@ -55,9 +60,16 @@ def d4rl_to_minari(name: str) -> str | None:
     if stem in D4RL_PORTS:
         return D4RL_PORTS[stem]
     closest = _closest_d4rl(stem)
+    if difflib.SequenceMatcher(None, stem, closest).ratio() >= TYPO_SIMILARITY:  # a misspelt name of a port
+        raise DatasetError(
+            f"D4RL's {name!r} has no Minari port; the closest Minari dataset is {D4RL_PORTS[closest]!r} (D4RL's "
+            f"'{closest}'). Pass --env-name {D4RL_PORTS[closest]} to train on it."
+        )
+    env = stem.split("-", 1)[0]
+    served = [f"{port.split('-', 1)[1]} ({D4RL_PORTS[port]})" for port in D4RL_PORTS if port.startswith(env + "-")]
     raise DatasetError(
-        f"D4RL's {name!r} has no Minari port; the closest Minari dataset is {D4RL_PORTS[closest]!r} (D4RL's "
-        f"'{closest}'). Pass --env-name {D4RL_PORTS[closest]} to train on it."
+        f"D4RL's {name!r} has no Minari port, nor does anything stand in for it: for {env}, Minari serves "
+        f"{', '.join(served)} only. Pass one of those ids as --env-name, or load D4RL's own file yourself."
     )
 
 

@@ -16,10 +16,20 @@ import numpy as np
 import torch
 
 from offrl import scores
-from offrl.datasets.dataset import NAME_EXAMPLES, DatasetError, OfflineDataset, check_widths, to_tensors
+from offrl.datasets.dataset import (
+    NAME_EXAMPLES,
+    DatasetError,
+    OfflineDataset,
+    check_widths,
+    network_reachable,
+    to_tensors,
+)
 from offrl.observations import flatten_observation_env, flatten_observations
 
-__all__ = ["load_minari", "make_minari_env", "minari_root", "open_minari"]
+__all__ = ["MINARI_REMOTE", "load_minari", "make_minari_env", "minari_root", "open_minari"]
+
+MINARI_REMOTE = "https://huggingface.co"
+"""Where Minari (0.5) downloads its datasets from (the `farama-minari` Hugging Face organisation)."""
 
 _LOCOMOTION = ("halfcheetah", "hopper", "walker2d", "ant/")
 
@@ -52,6 +62,13 @@ def open_minari(name: str, dataset_dir: str | os.PathLike | None, download: bool
         if not (local_path / "data").exists():
             if not download:
                 raise DatasetError(f"Minari dataset {name!r} is not in {local_path.parent} and download is disabled.")
+            if not network_reachable(MINARI_REMOTE):  # fail now, not after the hub client's retries
+                raise DatasetError(
+                    f"Minari dataset {name!r} is not in {local_path.parent}, and {MINARI_REMOTE} (where Minari "
+                    f"downloads from) is not reachable (no network?). Download it on a machine with network "
+                    f"(`minari download {name}`) and copy {local_path} here, then pass --dataset-dir (or set "
+                    "MINARI_DATASETS_PATH) to the folder holding it."
+                )
             try:
                 print(f"[offrl] Minari dataset {name!r} not found locally; downloading it.", file=sys.stderr)
                 return minari.load_dataset(name, download=True)

@@ -14,7 +14,6 @@ import functools
 import os
 import pathlib
 import re
-import socket
 import sys
 import time
 import warnings
@@ -27,7 +26,14 @@ import torch
 
 from offrl import generate
 from offrl.datasets.d4rl import D4RL_PORTS
-from offrl.datasets.dataset import NAME_EXAMPLES, DatasetError, OfflineDataset, check_widths, to_tensors
+from offrl.datasets.dataset import (
+    NAME_EXAMPLES,
+    DatasetError,
+    OfflineDataset,
+    check_widths,
+    network_reachable,
+    to_tensors,
+)
 
 __all__ = [
     "OGBENCH_DEFAULT_DIR",
@@ -106,20 +112,11 @@ def _both_exist(train_path: pathlib.Path) -> bool:
     return train_path.is_file() and _val_path(train_path).is_file()
 
 
-def _network_reachable(url: str, timeout: float = 5.0) -> bool:
-    host = re.sub(r"^https?://", "", url).split("/")[0]
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _download_ogbench(dataset_name: str, dataset_dir: pathlib.Path) -> str | None:
     """Try the official download; returns None on success, else the reason it failed."""
     import ogbench
 
-    if not _network_reachable(generate.DATASET_URL):
+    if not network_reachable(generate.DATASET_URL):
         return f"{generate.DATASET_URL} is not reachable (no network?)"
     try:
         ogbench.download_datasets([dataset_name], str(dataset_dir))
@@ -238,6 +235,9 @@ def load_ogbench(
             raise DatasetError(f"Dataset file {train_path} or its validation file {_val_path(train_path)} is missing.")
     else:
         train_path, source = resolve_ogbench_path(dataset_name, directory, generate_episodes, download, workers)
+    provenance = generate.read_provenance(train_path)  # a regenerated file says so, whatever its name
+    if provenance is not None:
+        source = "generated"
 
     start = time.perf_counter()
     env, train, val = _load_npz_with_ogbench(name, train_path, env_kwargs)
@@ -253,6 +253,7 @@ def load_ogbench(
         "ref_min_score": None,
         "ref_max_score": None,
         "source": source,
+        "provenance": provenance,
         "path": str(train_path),
         "dataset_name": dataset_name,
         "env_id": env_id,

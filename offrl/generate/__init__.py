@@ -4,7 +4,7 @@
 `build`: `generate_dataset`, the files written (the procedure, in its docstring); `python -m offrl.generate NAME`.
 """
 
-from offrl.generate.build import generate_dataset
+from offrl.generate.build import generate_dataset, read_provenance
 from offrl.generate.specs import (
     DATASET_URL,
     DEFAULT_DATASET_DIR,
@@ -32,4 +32,5 @@ __all__ = [
     "generated_path",
     "num_val_episodes",
     "official_num_episodes",
+    "read_provenance",
 ]

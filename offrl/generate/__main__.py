@@ -46,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     except GenerationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk, a quota: nothing half-written is left (the files are written atomically)
+        where = error.filename or args.dataset_dir
+        print(
+            f"error: could not write the dataset to {where}: {error.strerror or error}; nothing was written",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print("interrupted: no dataset file was written", file=sys.stderr)
         return 130

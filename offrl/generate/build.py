@@ -33,11 +33,14 @@ Usage:
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import os
 import pathlib
 import signal
 import time
+import zipfile
+from importlib import metadata
 
 import numpy as np
 from tqdm import tqdm
@@ -46,7 +49,7 @@ from offrl.atomic import atomic_write_files
 from offrl.generate.episodes import EpisodeRunner
 from offrl.generate.specs import DatasetSpec, GenerationError, check_int, generated_path, lookup, num_val_episodes
 
-__all__ = ["generate_dataset"]
+__all__ = ["PROVENANCE_KEY", "generate_dataset", "read_provenance"]
 
 
 _BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -92,6 +95,26 @@ def _output_paths(dataset_dir: str | os.PathLike, stem: str) -> tuple[pathlib.Pa
         raise GenerationError(f"output name {stem!r} must not end in '-val' (that suffix marks the val file)")
     directory = pathlib.Path(dataset_dir).expanduser()
     return directory / f"{stem}.npz", directory / f"{stem}-val.npz"
+
+
+PROVENANCE_KEY = "offrl_provenance"
+"""The key of a generated file that holds where it came from: a JSON string (generator, versions, episodes, seed)."""
+
+
+def read_provenance(path: str | os.PathLike) -> dict | None:
+    """The provenance `generate_dataset` wrote into a dataset file, or None (an official file, or unreadable)."""
+    try:
+        with np.load(path) as file:
+            return json.loads(str(file[PROVENANCE_KEY])) if PROVENANCE_KEY in file else None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _write_npz_files(files: list[tuple[pathlib.Path, dict[str, np.ndarray]]]) -> None:
@@ -190,6 +213,13 @@ def generate_dataset(
     generation_seconds = time.perf_counter() - start
     total_steps = total * max_episode_steps
 
+    provenance = {
+        "generator": "offrl.generate", "offrl": _version("offrl"), "ogbench": _version("ogbench"),
+        "dataset_name": dataset_name, "num_episodes": num_episodes, "val_episodes": num_val, "seed": seed,
+        "max_episode_steps": max_episode_steps,
+    }  # fmt: skip
+    for split in splits:  # a key OGBench's loader does not read
+        split[PROVENANCE_KEY] = np.array(json.dumps(provenance))
     _write_npz_files([(val_path, splits[1]), (train_path, splits[0])])
     if progress:
         retried = f", {retries} unhealthy scene episodes redone" if retries else ""

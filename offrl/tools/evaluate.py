@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import pathlib
+import signal
 import sys
 import time
 from typing import Any
@@ -39,6 +40,7 @@ from offrl.atomic import atomic_write
 from offrl.checkpoint import checkpoint_path, read_checkpoint
 from offrl.evaluation import evaluate
 from offrl.run import load_data, resolve_device
+from offrl.stopping import Interrupted
 from offrl.video import settle_gl_backend
 
 __all__ = ["ActingPolicy", "export_policy", "find_script", "load_agent", "main"]
@@ -73,8 +75,10 @@ def load_agent(run_dir: str | pathlib.Path, script: str | None = None, **overrid
     touched. Errors (no run, no checkpoint, another script) are one-line `SystemExit`s.
     """
     run_dir = pathlib.Path(run_dir)
+    if run_dir.is_file() and run_dir.suffix == ".pt":  # RUN_DIR/checkpoint.pt, as --resume takes it
+        run_dir = run_dir.parent
     if not run_dir.is_dir():
-        raise SystemExit(f"error: {run_dir}: no such run directory.")
+        raise SystemExit(f"error: {run_dir}: no such run directory (or checkpoint file in one).")
     checkpoint = checkpoint_path(str(run_dir))
     if not checkpoint.is_file():
         raise SystemExit(
@@ -144,7 +148,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         description="Evaluate a run's checkpoint without training (the metrics a run writes, in "
         "RUN_DIR/evaluations/), and/or export its acting policy to one file that loads with only torch.",
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory holding checkpoint.pt and results.json")
+    parser.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        help="a run directory holding checkpoint.pt and results.json (or its checkpoint.pt)",
+    )
     parser.add_argument(
         "--episodes", type=int, default=None, help="episodes to run (default: the run's --eval-episodes)"
     )
@@ -172,8 +180,27 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Ctrl-C or SIGTERM stops it with one line (exit 130 or 143); what was written before stays."""
     options = _parse(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        return _evaluate_and_export(options)
+    except KeyboardInterrupt as interrupted:
+        signum = getattr(interrupted, "signal", signal.SIGINT)
+        print(f"\n[evaluate] interrupted ({signal.Signals(signum).name}); nothing more was written", file=sys.stderr)
+        return 128 + signum
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def _evaluate_and_export(options: argparse.Namespace) -> int:
     run_dir = pathlib.Path(options.run_dir)
+    if run_dir.is_file() and run_dir.suffix == ".pt":
+        run_dir = run_dir.parent
     overrides: dict[str, Any] = {"device": options.device or "auto"}
     if options.dataset_dir is not None:
         overrides["dataset_dir"] = options.dataset_dir

@@ -33,13 +33,10 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
-import functools
-import itertools
 import json
 import os
 import pathlib
 import queue
-import re
 import shlex
 import subprocess
 import sys
@@ -47,165 +44,26 @@ import threading
 import time
 from typing import Any
 
-from offrl.args import apply_presets, find_scripts, import_script
+from offrl.args import find_scripts
 from offrl.datasets import DatasetError, prepare_dataset
 from offrl.records import git_commit, software_versions
-from offrl.rundir import LOCK_NAME
 from offrl.stopping import STOP_WITH_PARENT
 from offrl.tools import report
 from offrl.tools.bench import machine
+from offrl.tools.jobs import (
+    JOB_RECORD,
+    Job,
+    build_jobs,
+    is_locked,
+    job_flag_error,
+    job_state,
+    parse_grid,
+    set_aside,
+    state_from_files,
+)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXECUTORS = ("local", "submitit-local", "slurm")
-JOB_RECORD = "sweep_job.json"
-
-
-@dataclasses.dataclass
-class Job:
-    """One training run: its identity, run directory and the flags it is started with."""
-
-    algo: str
-    env_name: str
-    seed: int
-    grid: dict[str, str]
-    run_dir: str
-    flags: list[str]
-    presets: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """the script's presets this job's run will apply (those no flag overrides): shown and recorded only"""
-
-    @property
-    def name(self) -> str:
-        grid = "".join(f" {k}={v}" for k, v in self.grid.items())
-        return f"{self.algo} {self.env_name}{grid} seed {self.seed}"
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^\w.=,-]+", "-", text).strip("-")
-
-
-def parse_grid(specs: list[str]) -> list[dict[str, str]]:
-    """['alpha=100,300', 'q_agg=mean,min'] -> the cross product as [{'alpha': '100', 'q_agg': 'mean'}, ...]."""
-    axes: dict[str, list[str]] = {}
-    for spec in specs:
-        name, sep, values = spec.partition("=")
-        name = name.strip().removeprefix("--").replace("-", "_")
-        if not sep or not name.isidentifier() or not values.strip():
-            raise ValueError(f"--grid {spec!r}: expected NAME=V1,V2,... (e.g. alpha=100,300,1000)")
-        if name in axes:
-            raise ValueError(f"--grid names {name!r} twice")
-        axes[name] = [v.strip() for v in values.split(",") if v.strip()]
-    return [dict(zip(axes, combination, strict=True)) for combination in itertools.product(*axes.values())]
-
-
-def _fields_set_by(flags: list[str]) -> set[str]:
-    """The Args fields that flags set: ['--total-steps', '10', '--no-compile'] -> {total_steps, compile}."""
-    fields = set()
-    for token in flags:
-        if token.startswith("--"):
-            name = token[2:].split("=", 1)[0].replace("-", "_")
-            fields.add(name)
-            fields.add(name.removeprefix("no_"))
-    return fields
-
-
-def _fine_tunes_online(flags: list[str]) -> bool:
-    """Whether flags ask for an online phase: ['--online-steps', '1000'] or ['--online-steps=1000'] -> True."""
-    for index, token in enumerate(flags):
-        name, _, value = token.partition("=")
-        if name == "--online-steps":
-            value = value or (flags[index + 1] if index + 1 < len(flags) else "0")
-            try:
-                return int(value) > 0
-            except ValueError:
-                return False  # the script itself says what is wrong with the value
-    return False
-
-
-def _grid_flags(grid: dict[str, str]) -> list[str]:
-    flags: list[str] = []
-    for name, value in grid.items():
-        flags += [f"--{name.replace('_', '-')}", *value.split()]
-    return flags
-
-
-@functools.cache
-def script_presets(scripts_dir: str, algo: str) -> tuple:
-    """The `PRESETS` of `<scripts_dir>/train_<algo>.py` (empty if it has none)."""
-    return tuple(getattr(import_script(pathlib.Path(scripts_dir) / f"train_{algo}.py"), "PRESETS", ()))
-
-
-def build_jobs(
-    algos: list[str],
-    envs: list[str],
-    seeds: list[int],
-    grid: list[dict[str, str]],
-    root: pathlib.Path,
-    common_flags: list[str],
-    scripts_dir: str | os.PathLike = REPO_ROOT,
-) -> list[Job]:
-    """Every (algo, env, grid point, seed) as a Job; its run applies the script's presets, then the grid values, then
-    the common flags (the flags win)."""
-    explicit = _fields_set_by(common_flags)
-    jobs = []
-    for algo, env_name, point, seed in itertools.product(algos, envs, grid, seeds):
-        clash = explicit & set(point)
-        if clash:
-            raise ValueError(f"{sorted(clash)} set both by --grid and by the flags after '--'")
-        presets = {}
-        if "no_presets" not in explicit:
-            online = _fine_tunes_online([*_grid_flags(point), *common_flags])
-            chosen = apply_presets(script_presets(str(scripts_dir), algo), env_name, online=online)
-            presets = {k: v for k, (v, _) in chosen.items() if k not in explicit | set(point)}
-        variant = ",".join(f"{k}={v.replace(' ', '-')}" for k, v in point.items())
-        run_dir = root / _safe(env_name) / algo / _safe(variant) / f"seed{seed}" if variant else None
-        run_dir = run_dir or root / _safe(env_name) / algo / f"seed{seed}"
-        flags = ["--env-name", env_name, "--seed", str(seed), "--run-dir", str(run_dir), *_grid_flags(point),
-                 *common_flags]  # fmt: skip
-        jobs.append(Job(algo, env_name, seed, dict(point), str(run_dir), flags, presets))
-    return jobs
-
-
-def job_state(job: Job) -> str:
-    """'new', 'done', 'failed', 'resume' (checkpoint saved), 'restart' (no checkpoint) or 'locked' (running)."""
-    run_dir = pathlib.Path(job.run_dir)
-    if _is_locked(run_dir):
-        return "locked"
-    if not (run_dir / "results.json").is_file() and not (run_dir.exists() and any(run_dir.iterdir())):
-        return "new"
-    return _state_from_files(run_dir)
-
-
-def _state_from_files(run_dir: pathlib.Path) -> str:
-    """'done', 'failed', 'resume' or 'restart', from the run's results.json and checkpoint."""
-    results = run_dir / "results.json"
-    if results.is_file():
-        with contextlib.suppress(OSError, json.JSONDecodeError):
-            status = json.loads(results.read_text()).get("status")
-            if status in ("finished", "failed"):
-                return "done" if status == "finished" else "failed"
-    return "resume" if (run_dir / "checkpoint.pt").is_file() else "restart"
-
-
-def _is_locked(run_dir: pathlib.Path) -> bool:
-    path = run_dir / LOCK_NAME
-    if not path.is_file():
-        return False
-    with open(path) as file:
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(file, fcntl.LOCK_UN)
-    return False
-
-
-def _set_aside(run_dir: pathlib.Path, root: pathlib.Path) -> pathlib.Path:
-    """Move an unusable run directory to <root>/.superseded/<relative path>-<time>, out of the report's way."""
-    relative = run_dir.resolve().relative_to(root.resolve())
-    target = root / ".superseded" / f"{relative}-{time.strftime('%Y%m%d-%H%M%S')}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    run_dir.rename(target)
-    return target
 
 
 class _SweepWatch:
@@ -279,9 +137,9 @@ def run_job(job: Job, scripts_dir: str, env: dict[str, str], watch: _SweepWatch 
     run_dir = pathlib.Path(job.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    if _is_locked(run_dir):
+    if is_locked(run_dir):
         return {"job": job.name, "state": "locked", "returncode": None, "seconds": 0.0}
-    state = _state_from_files(run_dir)
+    state = state_from_files(run_dir)
     if state in ("done", "failed"):
         return {"job": job.name, "state": state, "returncode": 0, "seconds": 0.0}
     command = [sys.executable, str(pathlib.Path(scripts_dir) / f"train_{job.algo}.py"), *job.flags]
@@ -304,7 +162,7 @@ def run_job(job: Job, scripts_dir: str, env: dict[str, str], watch: _SweepWatch 
         finally:
             if watch is not None:
                 watch.ended(process)
-    outcome = _state_from_files(run_dir)
+    outcome = state_from_files(run_dir)
     return {"job": job.name, "state": outcome, "returncode": returncode, "seconds": time.perf_counter() - start}
 
 
@@ -371,8 +229,19 @@ def _describe(outcome: dict[str, Any], job: Job) -> str:
         score = last["success"] if last["success"] is not None else last["normalized_score"]
         text += f", score {score:.3f} at step {last['step']}"
     if outcome["state"] != "done":
-        text += f" (log: {job.run_dir}/sweep.log)"
+        text += f" (log: {job.run_dir}/sweep.log)" + "".join(f"\n    {line}" for line in _last_error_lines(job))
     return text
+
+
+def _last_error_lines(job: Job, most: int = 3) -> list[str]:
+    """The job's last words in its sweep.log: the lines from the last that starts with 'error' or a traceback's last
+    line, else its last lines (at most `most`)."""
+    with contextlib.suppress(OSError):
+        lines = [line.rstrip() for line in (pathlib.Path(job.run_dir) / "sweep.log").read_text().splitlines()]
+        lines = [line for line in lines if line.strip() and not line.startswith("$ ")]
+        errors = [i for i, line in enumerate(lines) if "error" in line.lower()]
+        return lines[errors[-1] :][:most] if errors else lines[-most:]
+    return []
 
 
 def usable_cores() -> int:
@@ -553,11 +422,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    refused = [(job, why) for job in jobs if (why := job_flag_error(job, args.scripts_dir)) is not None]
+    if refused:  # before any job starts (and in a --dry-run): a flag the scripts would refuse
+        (job, why), more = refused[0], len(refused) - 1
+        others = f" ({more} more job(s) refused likewise)" if more else ""
+        print(f"error: {job.name}: train_{job.algo}.py refuses its flags: {why}{others}", file=sys.stderr)
+        return 2
     states = {job.run_dir: job_state(job) for job in jobs}
     if args.retry_failed:
         for job in jobs:
             if states[job.run_dir] == "failed":
-                print(f"[sweep] {job.name}: failed run moved to {_set_aside(pathlib.Path(job.run_dir), root)}")
+                print(f"[sweep] {job.name}: failed run moved to {set_aside(pathlib.Path(job.run_dir), root)}")
                 states[job.run_dir] = "new"
     counts = {s: sum(v == s for v in states.values()) for s in ("new", "resume", "restart", "done", "failed", "locked")}
     print("[sweep] " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" (of {len(jobs)} jobs)", flush=True)
@@ -581,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         _prepare_datasets(args)
         for job in todo:
             if states[job.run_dir] == "restart":
-                moved = _set_aside(pathlib.Path(job.run_dir), root)
+                moved = set_aside(pathlib.Path(job.run_dir), root)
                 print(f"[sweep] {job.name}: no checkpoint to resume from; old folder moved to {moved}")
         if args.executor == "local":
             concurrency = args.jobs or _default_concurrency(args.jobs_per_gpu)
