@@ -36,7 +36,7 @@ from offrl.run import Agent, Run
 @dataclass
 class Args(RunArgs):
     # Algorithm
-    discount: float = arg(0.995, above=0, at_most=1)
+    discount: float = arg(0.995, at_least=0, at_most=1)
     """discount gamma (OGBench 0.995; D4RL 0.99)"""
     tau: float = arg(0.005, at_least=0, at_most=1)
     """target critic Polyak rate, every step"""

@@ -42,7 +42,7 @@ from offrl.run import Agent, Run
 @dataclass
 class Args(RunArgs):
     # Algorithm
-    discount: float = arg(0.99, above=0, at_most=1)
+    discount: float = arg(0.99, at_least=0, at_most=1)
     """discount gamma (0.995 for antsoccer, humanoidmaze and antmaze-giant)"""
     tau: float = arg(0.005, at_least=0, at_most=1)
     """target critic Polyak rate, every step"""

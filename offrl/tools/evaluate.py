@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import pathlib
 import signal
 import sys
@@ -40,7 +41,6 @@ from offrl.atomic import atomic_write
 from offrl.checkpoint import checkpoint_path, read_checkpoint
 from offrl.evaluation import evaluate
 from offrl.run import load_data, resolve_device
-from offrl.stopping import Interrupted
 from offrl.video import settle_gl_backend
 
 __all__ = ["ActingPolicy", "export_policy", "find_script", "load_agent", "main"]
@@ -180,21 +180,22 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Ctrl-C or SIGTERM stops it with one line (exit 130 or 143); what was written before stays."""
+    """Ctrl-C or SIGTERM stops it at once with one line (exit 130 or 143); what was written before stays (the
+    evaluation's file is written atomically at its end, the export likewise)."""
     options = _parse(argv)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    previous = {signum: signal.signal(signum, _stop_at_once) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         return _evaluate_and_export(options)
-    except KeyboardInterrupt as interrupted:
-        signum = getattr(interrupted, "signal", signal.SIGINT)
-        print(f"\n[evaluate] interrupted ({signal.Signals(signum).name}); nothing more was written", file=sys.stderr)
-        return 128 + signum
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
-def _raise_interrupted(signum: int, frame: Any) -> None:
-    raise Interrupted(signum)
+def _stop_at_once(signum: int, frame: Any) -> None:
+    # Exit from the handler: an exception raised here could land inside the simulator or a library that swallows it
+    # (the evaluation would then go on), and there is nothing to save.
+    os.write(2, f"\n[evaluate] interrupted ({signal.Signals(signum).name}); nothing more was written\n".encode())
+    os._exit(128 + signum)
 
 
 def _evaluate_and_export(options: argparse.Namespace) -> int:
