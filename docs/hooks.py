@@ -1,5 +1,5 @@
 """MkDocs hook: `<!-- presets: train_fql.py -->` becomes that script's PRESETS table, `<!-- published -->` the
-published numbers of `offrl.tools.report`; both are read from the code, so the pages never hold a retyped copy.
+published numbers of `offrl.tools.published`; both are read from the code, so the pages never hold a retyped copy.
 """
 
 from __future__ import annotations
@@ -29,15 +29,18 @@ def presets_table(script: str) -> str:
 
 
 def published_table() -> str:
-    """`offrl.tools.report`'s published numbers (domain means, then single tasks) and their sources."""
-    from offrl.tools import report
+    """`offrl.tools.published`'s numbers (domain means, then single tasks) and their sources."""
+    from offrl.tools import published
 
-    lines = ["| env or domain | algorithm | success (%) | source |", "|---|---|---|---|"]
-    for (domain, algo), (value, source) in sorted(report.PUBLISHED_DOMAIN.items()):
-        lines.append(f"| {domain} | {algo} | {value} | {source} |")
-    for (env_name, algo), (value, source) in report.PUBLISHED_TASK.items():
-        lines.append(f"| `{env_name}` | {algo} | {value} | {source} |")
-    lines += ["", "Sources:", ""] + [f"- {name}: {text}" for name, text in report.SOURCES.items()]
+    lines = [
+        "| domain or env | algorithm | success (%), the report's column to read it against (source) |",
+        "|---|---|---|",
+    ]
+    for (domain, algo), entry in sorted(published.DOMAIN.items()):
+        lines.append(f"| {domain} ({entry.tasks}-task mean) | {algo} | {entry.cell()} |")
+    for (env_name, algo), entries in sorted(published.TASK.items()):
+        lines.append(f"| `{env_name}` | {algo} | {'; '.join(entry.cell() for entry in entries)} |")
+    lines += ["", "Sources:", ""] + [f"- {name}: {text}" for name, text in published.SOURCES.items()]
     return "\n".join(lines)
 
 

@@ -48,21 +48,31 @@ def long_run_note(
     )
 
 
-def progress_display(total: int, initial: int, name: str, stream: TextIO | None = None) -> tqdm | StatusLines:
-    """A tqdm progress bar over steps `initial`..`total` when `stream` (default: stdout) is a terminal, else
-    `StatusLines` over the same steps."""
+def progress_display(
+    total: int, initial: int, name: str, stream: TextIO | None = None, unit: str = "step"
+) -> tqdm | StatusLines:
+    """A tqdm progress bar over `unit`s `initial`..`total` when `stream` (default: stdout) is a terminal, else
+    `StatusLines` over the same."""
     stream = sys.stdout if stream is None else stream
     if stream.isatty():
-        return tqdm(total=total, initial=initial, desc=name, dynamic_ncols=True, file=stream)
-    return StatusLines(total, initial, name, stream)
+        return tqdm(total=total, initial=initial, desc=name, dynamic_ncols=True, file=stream, unit=unit[:3])
+    return StatusLines(total, initial, name, stream, unit=unit)
 
 
 class StatusLines:
     """Progress for a log file: a line `[name] step 1,000 / 20,000 (5%), sps 81, success 0.300, about 3 min left`
     every `every` seconds of steps, and the run's own lines as they come; no redraws."""
 
-    def __init__(self, total: int, initial: int, name: str, stream: TextIO, every: float = STATUS_EVERY_SECONDS):
-        self.total, self.n, self.name, self.stream, self.every = total, initial, name, stream, every
+    def __init__(
+        self,
+        total: int,
+        initial: int,
+        name: str,
+        stream: TextIO,
+        every: float = STATUS_EVERY_SECONDS,
+        unit: str = "step",
+    ):
+        self.total, self.n, self.name, self.stream, self.every, self.unit = total, initial, name, stream, every, unit
         self.postfix: dict[str, Any] = {}
         self._start_step, self._start = initial, time.monotonic()
         self._last = self._start
@@ -78,15 +88,15 @@ class StatusLines:
         """The status line: step, share done, the postfix (updates/s, the latest score) and the time left."""
         now = time.monotonic() if now is None else now
         share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
-        parts = [f"[{self.name}] step {self.n:,} / {self.total:,}{share}"]
+        parts = [f"[{self.name}] {self.unit} {self.n:,} / {self.total:,}{share}"]
         parts += [f"{key} {value}" for key, value in self.postfix.items()]
         done, seconds = self.n - self._start_step, now - self._start
         if done > 0 and seconds > 0:
             parts.append(f"about {_duration((self.total - self.n) * seconds / done)} left")
         return ", ".join(parts)
 
-    def set_postfix(self, postfix: dict[str, Any], refresh: bool = True) -> None:
-        self.postfix = dict(postfix)
+    def set_postfix(self, postfix: dict[str, Any] | None = None, refresh: bool = True, **values: Any) -> None:
+        self.postfix = {**(postfix or {}), **values}
 
     def set_description(self, name: str, refresh: bool = True) -> None:
         self.name = name
@@ -96,6 +106,12 @@ class StatusLines:
 
     def close(self) -> None:
         pass
+
+    def __enter__(self) -> StatusLines:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def _duration(seconds: float) -> str:

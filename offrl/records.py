@@ -6,6 +6,7 @@ result (every results.json and sweep.json carries them).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -104,7 +105,8 @@ class RunLogger:
         self.results.update(jsonable(fields))
         self._eval_seconds, self._eval_episodes = 0.0, 0
         # purge_step: events at or after it, left by the interrupted process, are dropped by TensorBoard
-        self.writer = SummaryWriter(str(self.run_dir), purge_step=None if resume_step is None else resume_step + 1)
+        with _no_root_logdir_warning():
+            self.writer = SummaryWriter(str(self.run_dir), purge_step=None if resume_step is None else resume_step + 1)
         table = "\n".join(f"|{k}|{v}|" for k, v in self.results["args"].items())
         self.writer.add_text("hyperparameters", f"|parameter|value|\n|-|-|\n{table}", resume_step or 0)
 
@@ -177,6 +179,29 @@ def read_status(run_dir: pathlib.Path) -> str | None:
         return json.loads((run_dir / "results.json").read_text()).get("status")
     except (OSError, json.JSONDecodeError, AttributeError):
         return None
+
+
+@contextlib.contextmanager
+def _no_root_logdir_warning():
+    """Drop one W&B warning while the TensorBoard writer starts: with `sync_tensorboard`, W&B compares the event files'
+    folder with its root folder (the working directory unless told) and prints "Found log directory outside of given
+    root_logdir" for every run directory elsewhere (another disk, a sweep's root), then syncs the files all the same.
+    Passing the run directory as that root instead changes how W&B names and steps the synced scalars."""
+    wandb = sys.modules.get("wandb")
+    if wandb is None or getattr(wandb, "run", None) is None:
+        yield
+        return
+    warn = wandb.termwarn
+
+    def termwarn(message: str, *args: Any, **kwargs: Any) -> None:
+        if "outside of given root_logdir" not in str(message):
+            warn(message, *args, **kwargs)
+
+    wandb.termwarn = termwarn
+    try:
+        yield
+    finally:
+        wandb.termwarn = warn
 
 
 def start_tracking(run_dir: pathlib.Path, algo: str, args: Any, fields: Mapping[str, Any]):

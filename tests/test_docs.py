@@ -3,6 +3,7 @@ algorithm page has its sections, the README stays short, and no file cites a doc
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -53,3 +54,19 @@ def test_no_file_cites_documents_outside_the_repository():
             text = path.read_text(errors="replace")
             hits += [f"{name}: {needle}" for needle in needles if needle in text]
     assert hits == []
+
+
+def test_the_first_commands_figures_are_stated_once():
+    """The README's first command: its time and scores are measured once, in docs/runs.md's quick start, and the README
+    links there; no page restates a CPU updates/s range of its own (docs/speed.md holds the rates)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    runs = (REPO_ROOT / "docs" / "runs.md").read_text()
+    first = readme.split("## The first command", 1)[1].split("## What a run writes", 1)[0]
+    assert "(docs/runs.md#quick-start-on-a-cpu-no-gpu-no-network)" in first
+    figure = re.compile(r"\d+ min \d+ s|success(?: rate)? of 0\.\d+|\d+(?:\.\d+)?-\d+(?:\.\d+)? updates/s")
+    assert not figure.findall(first)
+    quick = runs.split("## Quick start on a CPU (no GPU, no network)", 1)[1].split("\n## ", 1)[0]
+    assert len(re.findall(r"\d+ min \d+ s end to end", quick)) == 1 and "final 0.35" in quick
+    outside_report = readme.split("<!-- offrl.report: begin -->")[0] + readme.split("<!-- offrl.report: end -->")[1]
+    for name, text in [("README.md", outside_report), ("docs/runs.md", runs)]:
+        assert not re.findall(r"\d+(?:\.\d+)?-\d+(?:\.\d+)? updates/s", text), name

@@ -185,8 +185,10 @@ def test_progress_prints_summary_line(data_dir, capsys):
     path = generate_dataset(
         "pointmaze-large-stitch-v0", data_dir, 2, max_episode_steps=60, output_name="summary", progress=True
     )
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "180 steps (2 train + 1 val episodes)" in out and "steps/s" in out
+    assert "\r" not in captured.err  # not a terminal (a sweep's log): status lines, no progress-bar redraws
     assert str(path) in out and str(path.with_name("summary-val.npz")) in out
 
 

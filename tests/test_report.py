@@ -20,7 +20,7 @@ def write_run(root, name, algo, env_name, seed, successes, status="finished", **
     results = {"algo": algo, "env_name": env_name, "status": status, "evals": evals,
                "args": {"seed": seed, "total_steps": 1000 * (len(successes) - 1), "alpha": 300.0, **args},
                "dataset": {"source": "generated", "path": "/data/x-1000ep-seed0.npz"},
-               "train_steps_per_second": 100.0}  # fmt: skip
+               "train_steps_per_second": 100.0, "success_timing": "pre"}  # fmt: skip
     (run_dir / "results.json").write_text(json.dumps(results))
 
 
@@ -50,7 +50,6 @@ def test_report_table_values(runs_root, tmp_path):
     assert report.main([str(runs_root), "--output", str(out)]) == 0
     text = (out / "report.md").read_text()
     fql = row(text, "task1", "fql", "recommended")
-    # finals 60 and 90; bests 80 and 90 (percent); the interrupted seed is left out
     # finals 60 and 90; last three 46.7 and 46.7; bests 80 and 90 (percent); the interrupted seed is left out
     assert fql[3:8] == [
         "2",
@@ -59,12 +58,14 @@ def test_report_table_values(runs_root, tmp_path):
         "46.7 ± 0.0",
         f"85.0 ± {statistics.stdev([80, 90]):.1f}",
     ]
-    assert "100 final (this task, Ogata's post)" in fql[8] and "96 (FQL paper" in fql[8]
+    # this task's published results, each read against the column it names; not the domain's 5-task mean
+    assert fql[8] == "97 ± 2, last 3 (FQL paper Table 3); 100, final (Ogata's post, alpha 300, 1 run)"
+    assert "still to be checked" not in text
     assert '- Ogata\'s post: M. Ogata, "Offline RL: SAC+BC, IQL, and Flow Q-Learning"' in text
     # IQL's two alphas are two configurations; the superseded run does not count
     assert row(text, "task1", "iql", "alpha=10.0")[3:8] == ["1", "1,000", "40.0", "25.0", "40.0"]
     assert row(text, "task1", "iql", "alpha=30.0")[3:8] == ["1", "1,000", "30.0", "20.0", "30.0"]
-    assert "### cube-single" in text and "### scene" in text
+    assert "\n## cube-single\n" in text and "\n## scene\n" in text
     assert row(text, "task2", "fql", "recommended")[5] == "25.0"
     for which in ("**final**, each run's last evaluation", "**last 3**, the mean of each run's last three", "**best**"):
         assert which in text  # the report says which evaluation each column is
@@ -77,8 +78,10 @@ def test_mean_std_and_published():
     assert report.mean_std([]) == "-"
     assert report.mean_std([50.0]) == "50.0"
     assert report.mean_std([40.0, 60.0]) == "50.0 ± 14.1"
-    assert report.published("puzzle-3x3-play-singletask-task4-v0", "fan") == "100 (FAN paper, 5-task mean)"
-    assert report.published("puzzle-3x3-play-singletask-task4-v0", "sacbc") == "-"
+    entries = report.published("puzzle-3x3-play-singletask-task4-v0", "fql")
+    assert report.published_cell(entries, 1) == "16 ± 5, last 3 (FQL paper Table 3)"
+    assert report.published_cell(report.published("puzzle-3x3-play-singletask-task4-v0", "sacbc"), 1) == "-"
+    assert report.published("puzzle-3x3-play-singletask-task4-v0", "fan") == []  # only a 5-task mean is published
 
 
 def test_readme_section_is_replaced(runs_root, tmp_path):
@@ -103,7 +106,7 @@ def test_nothing_to_report(tmp_path, capsys):
 
 def domain_row(text: str, domain: str, algo: str) -> list[str]:
     """The row of `algo` in the mean-over-tasks table under `### domain`."""
-    section = text.split(f"### {domain}\n", 1)[1].split("\n### ", 1)[0]
+    section = text.split(f"\n## {domain}\n", 1)[1].split("\n## ", 1)[0]
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
         if cells[:2] == [algo, "recommended"] and cells[2].isdigit():
@@ -130,7 +133,8 @@ def test_domain_means_and_an_iqm_whose_interval_is_known(tmp_path):
     last3 = [statistics.mean([(20 + 40 + 0) / 3, (20 + 40 + 50) / 3]), statistics.mean([(20 + 40 + 100) / 3, 110 / 3])]
     assert cells[5] == report.mean_std(last3)
     assert cells[7] == "50.0 [25.0, 75.0]"
-    assert cells[8] == "30 (FQL paper Table 1, 5-task mean)"
+    # two of puzzle-3x3's five tasks: the published 5-task mean is not set beside them as if it were comparable
+    assert cells[8] == "not comparable: 2 of the 5 tasks here; 5-task mean 30 ± 1, last 3 (FQL paper Table 2)"
 
 
 def test_the_iqm_agrees_with_a_stratified_bootstrap_written_out(tmp_path):
@@ -154,6 +158,7 @@ def test_the_iqm_agrees_with_a_stratified_bootstrap_written_out(tmp_path):
     assert report.main([str(root), "--output", str(out), "--no-plots", "--bootstrap-reps", "20000"]) == 0
     cells = domain_row((out / "report.md").read_text(), "cube-double", "fql")
     assert cells[2:4] == ["5", "4"] and cells[7].startswith(f"{point:.1f} [")
+    assert cells[8] == "29 ± 2, last 3 (FQL paper Table 2)"  # all five tasks: the published mean compares
 
 
 def test_every_evaluation_of_every_run_is_in_the_csv(runs_root, tmp_path):
@@ -178,3 +183,31 @@ def test_fine_tuning_runs_are_described_as_such(tmp_path):
     assert report.main([str(root), "--output", str(out)]) == 0
     text = (out / "report.md").read_text()
     assert "- Fine-tuning online: 1000 online steps after the offline ones, balanced sampling True." in text
+
+
+def test_a_report_has_a_title_and_says_what_its_numbers_mean(runs_root, tmp_path):
+    out = tmp_path / "out"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"## Results\n{report.README_BEGIN}\n{report.README_END}\n")
+    assert report.main([str(runs_root), "--output", str(out), "--no-plots", "--readme", str(readme)]) == 0
+    text = (out / "report.md").read_text()
+    assert text.startswith("# Results: cube-single, scene (fql, iql)\n") and "\n## cube-single\n" in text
+    assert "± is the sample standard deviation over seeds (n - 1 in the denominator)" in text
+    assert "not a standard error or a confidence interval" in text
+    assert "- Success timing: pre (OGBench >= 1.2: success is checked before the action" in text
+    assert "FQL paper's numbers were made with OGBench 1.1" in text
+    in_readme = readme.read_text()
+    assert "# Results:" not in in_readme and "\n### cube-single\n" in in_readme  # under the README's own heading
+
+
+def test_success_is_drawn_on_a_0_to_100_axis_even_when_every_score_is_0(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    root = tmp_path / "runs"
+    write_run(root, "zero0", "sacbc", TASK1, 0, [0.0, 0.0, 0.0])
+    write_run(root, "zero1", "sacbc", TASK1, 1, [0.0, 0.0, 0.0])
+    figure = report.curve_figure(report.group_runs(report.collect_runs([root])), TASK1)
+    low, high = figure.axes[0].get_ylim()
+    plt.close(figure)
+    assert low <= 0 and high >= 100  # not matplotlib's -0.04 to 0.04 around a flat line

@@ -17,6 +17,7 @@ pytest.importorskip("wandb")
 
 TINY = ["--hidden-dims", "16", "16", "--batch-size", "32", "--eval-episodes", "2", "--eval-envs", "2", "--no-compile"]
 OFFLINE = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+OFFLINE_LOUD = {"WANDB_MODE": "offline"}
 
 
 def wandb_records(path: pathlib.Path) -> list:
@@ -70,7 +71,9 @@ def test_track_logs_config_scalars_and_videos_offline_and_a_resume_continues_the
         "--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), *TINY, "--eval-every", "10",
         "--log-every", "5", "--save-every", "10", "--track", "--wandb-project", "offrl-tests", "--video",
     ]  # fmt: skip
-    run_script("train_iql.py", *common, "--total-steps", "20", "--run-dir", str(run_dir), env=OFFLINE)
+    # not silenced: the run directory lies outside the working directory, which W&B warned about on every run
+    first = run_script("train_iql.py", *common, "--total-steps", "20", "--run-dir", str(run_dir), env=OFFLINE_LOUD)
+    assert "outside of given root_logdir" not in first.stdout + first.stderr
     results = json.loads((run_dir / "results.json").read_text())
     run, history, videos = offline_run(run_dir)
     assert run["id"] == results["wandb_id"] and run["project"] == "offrl-tests"

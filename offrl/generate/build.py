@@ -38,6 +38,7 @@ import multiprocessing
 import os
 import pathlib
 import signal
+import sys
 import time
 import zipfile
 from importlib import metadata
@@ -48,6 +49,7 @@ from tqdm import tqdm
 from offrl.atomic import atomic_write_files
 from offrl.generate.episodes import EpisodeRunner
 from offrl.generate.specs import DatasetSpec, GenerationError, check_int, generated_path, lookup, num_val_episodes
+from offrl.progress import progress_display
 
 __all__ = ["PROVENANCE_KEY", "generate_dataset", "read_provenance"]
 
@@ -185,7 +187,9 @@ def generate_dataset(
     splits: list[dict[str, np.ndarray]] = []
     retries = 0
     start = time.perf_counter()
-    with tqdm(total=total, desc=dataset_name, unit="ep", disable=not progress, dynamic_ncols=True) as bar:
+    # a bar in a terminal, a status line a minute in a log file (a sweep's, a Slurm job's)
+    shown = progress_display(total, 0, dataset_name, stream=sys.stderr, unit="episode") if progress else None
+    with shown or tqdm(disable=True) as bar:
         if workers == 1:
             runner = EpisodeRunner(spec, seed, max_episode_steps)
             results = map(runner.run, range(total))

@@ -12,12 +12,14 @@ the same algorithm on the same env (the seed aside). Each run's score is taken t
 Per domain, a first table gives each configuration's mean over the domain's tasks and over the seeds that finished
 every task (the FQL and FAN papers' 5-task means), and the interquartile mean (IQM) of the final scores over all
 (seed, task) runs with its 95% stratified-bootstrap confidence interval (`rliable`, `pip install 'offrl[report]'`);
-a second table has one row per task (mean +- std over seeds). Only finished runs count; unfinished ones are listed
-below the tables. Scores are in percent (OGBench success x 100; Minari: normalized score). The published column
-holds the papers' 5-task domain means and the single-task results of Ogata's post; `SOURCES` names each source in
-full, and every report ends with that list. `curves.csv` holds every evaluation of every run. The curves (one figure
-per env: the mean over seeds, shaded +- one std) need matplotlib (`pip install 'offrl[plot]'`); without it the
-tables are written and the plots skipped with a note.
+a second table has one row per task (mean +- std over seeds; std is the sample standard deviation). Only finished
+runs count; unfinished ones are listed below the tables. Scores are in percent (OGBench success x 100; Minari:
+normalized score). The published column (`offrl.tools.published`) compares like with like: a task's row holds that
+task's published results, a domain row the published 5-task mean only when it covers the same tasks (else it says it
+is not comparable), and each entry names the column it corresponds to (the FQL paper's protocol is **last 3**) and
+its source, listed in full at the end of every report. `curves.csv` holds every evaluation of every run. The curves
+(one figure per env: the mean over seeds, shaded +- one std, success on a 0-100 axis) need matplotlib
+(`pip install 'offrl[plot]'`); without it the tables are written and the plots skipped with a note.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from offrl.tools.published import DOMAIN, SOURCES, TASK, Published
+
 README_BEGIN = "<!-- offrl.report: begin -->"
 README_END = "<!-- offrl.report: end -->"
 
@@ -41,39 +45,6 @@ _NOT_HYPERPARAMETERS = {
     "seed", "run_dir", "resume", "device", "video", "dataset_dir", "eval_envs", "log_every", "save_every", "compile",
     "cudagraphs", "env_name", "presets", "track", "wandb_project", "wandb_entity",
 }  # fmt: skip
-
-_FQL_TABLE = "FQL paper Table 1, 5-task mean"
-_FAN_TABLE = "FAN paper, 5-task mean"
-_OGATA = "Ogata's post"
-SOURCES = {
-    _FQL_TABLE: 'S. Park, Q. Li, S. Levine, "Flow Q-Learning", ICML 2025, https://arxiv.org/abs/2502.02538 (Table 1; '
-    "its IQL and IDQL columns are the paper's runs of those baselines). The cube-single row is still to be checked "
-    "against the paper.",
-    _FAN_TABLE: '"Flow-Anchored Noise-conditioned Q-Learning (FAN)", ICML 2026, https://arxiv.org/abs/2605.01663; '
-    "code https://github.com/brianlsy98/FAN",
-    _OGATA: 'M. Ogata, "Offline RL: SAC+BC, IQL, and Flow Q-Learning" (blog post): one run per algorithm on '
-    "cube-single task 1 and antsoccer-arena task 1, final or best success",
-}
-# (domain, algo) -> (success %, where from)
-PUBLISHED_DOMAIN: dict[tuple[str, str], tuple[str, str]] = {
-    **{("cube-single", a): (v, _FQL_TABLE) for a, v in {"iql": "83", "idql": "95", "fql": "96"}.items()},
-    **{("cube-double", a): (v, _FQL_TABLE) for a, v in {"iql": "7", "idql": "14-15", "fql": "29"}.items()},
-    **{("scene", a): (v, _FQL_TABLE) for a, v in {"iql": "28", "idql": "30-46", "fql": "56"}.items()},
-    **{("puzzle-3x3", a): (v, _FQL_TABLE) for a, v in {"iql": "9", "idql": "10-19", "fql": "30"}.items()},
-    **{("puzzle-4x4", a): (v, _FQL_TABLE) for a, v in {"iql": "7", "idql": "25-29", "fql": "17"}.items()},
-    **{("antsoccer-arena", a): (v, _FQL_TABLE) for a, v in {"iql": "8", "idql": "12-33", "fql": "60"}.items()},
-    **{(d, "fan"): (v, _FAN_TABLE) for d, v in {"cube-double": "46", "scene": "58", "puzzle-3x3": "100"}.items()},
-    **{(d, "fan"): (v, _FAN_TABLE) for d, v in {"puzzle-4x4": "42", "antsoccer-arena": "60"}.items()},
-}
-# (env name, algo) -> (success %, where from): Ogata's single-task runs.
-PUBLISHED_TASK: dict[tuple[str, str], tuple[str, str]] = {
-    ("cube-single-play-singletask-task1-v0", "sacbc"): ("88 final", _OGATA),
-    ("cube-single-play-singletask-task1-v0", "iql"): ("84 final", _OGATA),
-    ("cube-single-play-singletask-task1-v0", "fql"): ("100 final", _OGATA),
-    ("antsoccer-arena-navigate-singletask-task1-v0", "sacbc"): ("44 best", _OGATA),
-    ("antsoccer-arena-navigate-singletask-task1-v0", "iql"): ("32 best", f"{_OGATA}, alpha 30"),
-    ("antsoccer-arena-navigate-singletask-task1-v0", "fql"): ("56 best", f"{_OGATA}, alpha 3"),
-}
 
 
 @dataclass
@@ -131,7 +102,8 @@ class Group:
 
 EVALUATIONS = {
     "final": "each run's last evaluation",
-    "last 3": "the mean of each run's last three evaluations (less noisy than one evaluation)",
+    "last 3": "the mean of each run's last three evaluations (less noisy than one evaluation; the FQL paper's "
+    "protocol, whose evaluations were at 800K, 900K and 1M steps)",
     "best": "each run's best evaluation (optimistic: it selects on the evaluation episodes themselves)",
 }
 """Which evaluation of a run a column reports."""
@@ -200,16 +172,28 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
-def published(env_name: str, algo: str) -> str:
-    """The published numbers for this task and its domain, with their sources."""
-    entries = []
-    if (env_name, algo) in PUBLISHED_TASK:
-        value, source = PUBLISHED_TASK[(env_name, algo)]
-        entries.append(f"{value} (this task, {source})")
-    if (domain_of(env_name), algo) in PUBLISHED_DOMAIN:
-        value, source = PUBLISHED_DOMAIN[(domain_of(env_name), algo)]
-        entries.append(f"{value} ({source})")
-    return "; ".join(entries) or "-"
+def published(env_name: str, algo: str) -> list[Published]:
+    """The published results on this very task (not its domain's mean: that is compared in the domain table)."""
+    return TASK.get((env_name, algo), [])
+
+
+def published_for_domain(row: DomainRow) -> list[Published]:
+    """The published mean of this row's domain, if any."""
+    entry = DOMAIN.get((row.domain, row.algo))
+    return [entry] if entry else []
+
+
+def published_cell(entries: list[Published], tasks: int) -> str:
+    """The table cell: each entry read against the column it names; a mean over other tasks said to be one."""
+    cells = []
+    for entry in entries:
+        if entry.tasks == tasks:
+            cells.append(entry.cell())
+        else:
+            cells.append(
+                f"not comparable: {tasks} of the {entry.tasks} tasks here; {entry.tasks}-task mean {entry.cell()}"
+            )
+    return "; ".join(cells) or "-"
 
 
 def _task_label(env_name: str) -> str:
@@ -252,6 +236,7 @@ def settings_summary(runs: list[Run]) -> list[str]:
         f"{common('hidden_dims')}, torch.compile {common('compile')}.",
         f"- Evaluation: every {common('eval_every')} steps (and at step 0), {common('eval_episodes')} episodes.",
         f"- Data: {'; '.join(sources)}.",
+        *timing_line(runs),
     ]
     if any(run.args.get("online_steps") for run in runs):  # fine-tuning runs: say so next to the offline steps
         balanced = common("balanced_sampling")
@@ -272,6 +257,29 @@ def settings_summary(runs: list[Run]) -> list[str]:
         spread = f"{min(rates):.0f}" if round(min(rates)) == round(max(rates)) else f"{min(rates):.0f}-{max(rates):.0f}"
         lines.append(f"- Training speed: {spread} updates/s per run (compilation and evaluation excluded).")
     return lines
+
+
+def report_title(groups: list[Group]) -> str:
+    """'Results: cube-single (fan, fql, iql)': the domains and algorithms the report covers."""
+    domains = ", ".join(sorted({domain_of(g.env_name) for g in groups}))
+    algos = ", ".join(sorted({g.algo for g in groups}))
+    return f"Results: {domains} ({algos})"
+
+
+_TIMINGS = {
+    "pre": "pre (OGBench >= 1.2: success is checked before the action; the FQL paper's numbers were made with "
+    "OGBench 1.1, which checks it after the action, `post`: the same policy can score differently)",
+    "post": "post (success checked after the action, as OGBench 1.1 and the FQL paper's numbers)",
+}
+
+
+def timing_line(runs: list[Run]) -> list[str]:
+    """The OGBench success timing of the runs, and what it means for comparisons with the papers."""
+    timings = sorted({str(run.results.get("success_timing")) for run in runs if "/" not in run.env_name})
+    timings = [t for t in timings if t != "None"]
+    if not timings:
+        return []
+    return [f"- Success timing: {'; '.join(_TIMINGS.get(t, t) for t in timings)}."]
 
 
 @dataclass
@@ -361,8 +369,7 @@ def domain_table(rows: list[DomainRow], reps: int, iqm: bool) -> list[str]:
         else:
             point, low, high = iqm_with_ci(row.scores["final"], reps)
             interval = f"{point:.1f} [{low:.1f}, {high:.1f}]"
-        value, source = PUBLISHED_DOMAIN.get((row.domain, row.algo), ("-", ""))
-        shown = f"{value} ({source})" if source else value
+        shown = published_cell(published_for_domain(row), len(row.tasks))
         lines.append(
             f"| {row.algo} | {row.variant or 'recommended'} | {len(row.tasks)} | {len(row.seeds)} "
             f"| {mean_over_tasks(row.scores['final'])} | {mean_over_tasks(row.scores['last 3'])} "
@@ -381,7 +388,8 @@ def markdown(
 ) -> str:
     """The whole report as Markdown: how it was made, which evaluations it reports, then per domain the mean over
     its tasks (with the IQM and its confidence interval), one row per task, and the curves."""
-    lines = ["## Results", ""] if title else []
+    lines = [f"# {report_title(groups)}", ""] if title else []
+    heading = "##" if title else "###"  # the README has its own "## Results" above the report
     if sweep:
         invocations = sweep.get("invocations", [])
         for invocation in invocations[-1:]:
@@ -403,8 +411,10 @@ def markdown(
     ways = "; ".join(f"**{name}**, {meaning}" for name, meaning in EVALUATIONS.items())
     lines += [f"Scores are percent. A run's score is taken three ways: {ways}."]
     lines += [
-        "Per domain, the first table averages over its tasks (the papers' 5-task means) and over the seeds that "
-        "finished every task (± the std over seeds of their mean over tasks); its IQM is the interquartile mean of "
+        "± is the sample standard deviation over seeds (n - 1 in the denominator), as in the FQL paper's tables: a "
+        "spread of the seeds, not a standard error or a confidence interval. Per domain, the first table averages "
+        "over its tasks (the papers' 5-task means) and over the seeds that finished every task (± the std over seeds "
+        "of their mean over tasks); its IQM is the interquartile mean of "
         f"the final scores of all (seed, task) runs, with a 95% stratified-bootstrap confidence interval ({reps:,} "
         "resamples of the runs within each task; rliable, Agarwal et al. 2021, https://arxiv.org/abs/2108.13264). "
         "Every run's curve is in `curves.csv`.",
@@ -417,7 +427,7 @@ def markdown(
     for group in groups:
         by_domain[domain_of(group.env_name)].append(group)
     for domain, domain_groups in sorted(by_domain.items()):
-        lines += [f"### {domain}", ""]
+        lines += [f"{heading} {domain}", ""]
         here = [row for row in rows if row.domain == domain]
         if here:
             lines += domain_table(here, reps, iqm) + [""]
@@ -430,7 +440,8 @@ def markdown(
             lines.append(
                 f"| {_task_label(group.env_name)} | {group.algo} | {group.variant or 'recommended'} "
                 f"| {len(group.finished)} | {', '.join(f'{s:,}' for s in steps) or '-'} | {mean_std(group.final())} "
-                f"| {mean_std(group.last3())} | {mean_std(group.best())} | {published(group.env_name, group.algo)} |"
+                f"| {mean_std(group.last3())} | {mean_std(group.best())} "
+                f"| {published_cell(published(group.env_name, group.algo), 1)} |"
             )
         unfinished = [run for group in domain_groups for run in group.runs if run not in group.finished]
         lines.append("")
@@ -439,14 +450,54 @@ def markdown(
         for env_name in sorted({group.env_name for group in domain_groups}):
             if env_name in plots:
                 lines += [f"![learning curves on {env_name}]({plots[env_name]})", ""]
-    cited = [name for name in SOURCES if any(name in published(g.env_name, g.algo) for g in groups)]
+    entries = [e for g in groups for e in published(g.env_name, g.algo)] + [
+        e for r in rows for e in published_for_domain(r)
+    ]
+    cited = [name for name in SOURCES if any(entry.source == name for entry in entries)]
     if cited:
         lines += ["Published numbers:", ""] + [f"- {name}: {SOURCES[name]}" for name in cited] + [""]
     return "\n".join(lines).rstrip() + "\n"
 
 
+def curve_figure(groups: list[Group], env_name: str):
+    """A matplotlib figure of one env: each configuration's mean score over seeds against steps, shaded +- one std.
+    Success rates are drawn on a 0-100 axis, whatever the scores."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    scores = []
+    for group in (g for g in groups if g.env_name == env_name and g.finished):
+        curves = [dict(run.scores()) for run in group.finished]
+        steps = sorted(set.intersection(*(set(c) for c in curves)))
+        means = [statistics.mean(c[s] for c in curves) for s in steps]
+        stds = [statistics.stdev(c[s] for c in curves) if len(curves) > 1 else 0.0 for s in steps]
+        label = f"{group.algo}" + (f" ({group.variant})" if group.variant else "") + f", {len(curves)} seeds"
+        (line,) = axis.plot(steps, means, label=label)
+        low = [m - s for m, s in zip(means, stds, strict=True)]
+        high = [m + s for m, s in zip(means, stds, strict=True)]
+        if "/" not in env_name:  # a success rate stays within [0, 100]
+            low, high = [max(v, 0.0) for v in low], [min(v, 100.0) for v in high]
+        axis.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
+        scores += low + high
+    if "/" not in env_name:
+        axis.set_ylim(-2, 102)
+    elif scores and max(scores) - min(scores) < 1e-6:  # one flat line: matplotlib would zoom to +-0.04
+        axis.set_ylim(min(scores) - 1, max(scores) + 1)
+    axis.set_xlabel("gradient steps")
+    axis.set_ylabel("success (%)" if "/" not in env_name else "normalized score")
+    axis.set_title(env_name, fontsize=10)
+    axis.grid(alpha=0.3)
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
 def plot_curves(groups: list[Group], output: pathlib.Path) -> dict[str, str]:
-    """One PNG per env: each configuration's mean score over seeds against steps, shaded +- one std."""
+    """One PNG per env (`curve_figure`); returns {env name: file name}."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -454,25 +505,7 @@ def plot_curves(groups: list[Group], output: pathlib.Path) -> dict[str, str]:
 
     files = {}
     for env_name in sorted({group.env_name for group in groups}):
-        figure, axis = plt.subplots(figsize=(6, 4))
-        for group in (g for g in groups if g.env_name == env_name and g.finished):
-            curves = [dict(run.scores()) for run in group.finished]
-            steps = sorted(set.intersection(*(set(c) for c in curves)))
-            means = [statistics.mean(c[s] for c in curves) for s in steps]
-            stds = [statistics.stdev(c[s] for c in curves) if len(curves) > 1 else 0.0 for s in steps]
-            label = f"{group.algo}" + (f" ({group.variant})" if group.variant else "") + f", {len(curves)} seeds"
-            (line,) = axis.plot(steps, means, label=label)
-            low = [m - s for m, s in zip(means, stds, strict=True)]
-            high = [m + s for m, s in zip(means, stds, strict=True)]
-            if "/" not in env_name:  # a success rate stays within [0, 100]
-                low, high = [max(v, 0.0) for v in low], [min(v, 100.0) for v in high]
-            axis.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
-        axis.set_xlabel("gradient steps")
-        axis.set_ylabel("success (%)" if "/" not in env_name else "normalized score")
-        axis.set_title(env_name, fontsize=10)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
-        figure.tight_layout()
+        figure = curve_figure(groups, env_name)
         name = f"curves-{_safe(env_name)}.png"
         figure.savefig(output / name, dpi=120)
         plt.close(figure)
