@@ -29,6 +29,7 @@ from offrl.args import Preset, RunArgs, arg
 from offrl.compile import compiled, make_optimizer
 from offrl.datasets import OfflineDataset, sample_batch
 from offrl.losses import expectile_loss, flow_matching_loss
+from offrl.members import per_member
 from offrl.networks import MLP, EnsembleMLP, call_frozen, polyak_update_
 from offrl.run import Agent, Run
 
@@ -36,7 +37,7 @@ from offrl.run import Agent, Run
 @dataclass
 class Args(RunArgs):
     # Algorithm
-    discount: float = arg(0.995, at_least=0, at_most=1)
+    discount: float = arg(0.995, at_least=0, at_most=1, per_member=True)
     """discount gamma (OGBench 0.995; D4RL 0.99)"""
     tau: float = arg(0.005, at_least=0, at_most=1)
     """target critic Polyak rate, every step"""
@@ -48,16 +49,16 @@ class Args(RunArgs):
     """LayerNorm in the critics and Z"""
     actor_layer_norm: bool = arg(False, shape=True)
     """LayerNorm in the BC flow and the one-step policy"""
-    alpha1: float = arg(100.0, at_least=0)
+    alpha1: float = arg(100.0, at_least=0, per_member=True)
     """actor flow-anchoring coefficient: 100 cube/scene/puzzle, 10 antsoccer (D4RL antmaze 3)"""
-    alpha2: float = arg(0.0, at_least=0)
+    alpha2: float = arg(0.0, at_least=0, per_member=True)
     """critic flow-anchoring penalty in the backup: 0 cube, 3 scene/puzzle, 0.1 antsoccer (D4RL antmaze 0.03)"""
     online_alpha1: float | None = arg(None, at_least=0)
     """alpha1 from the first online update of --online-steps on (FAN's fine-tuning scripts: 30 cube-double, 10
     scene/puzzle-3x3/antsoccer, 100 puzzle-4x4); default: alpha1"""
     online_alpha2: float | None = arg(None, at_least=0)
     """alpha2 from the first online update on (0 in FAN's fine-tuning scripts); default: alpha2"""
-    expectile: float = arg(0.9, above=0, below=1)
+    expectile: float = arg(0.9, above=0, below=1, per_member=True)
     """expectile of the Z loss (Z tracks an upper expectile over the noise of the target Q)"""
     z_agg: Literal["mean", "min"] = "mean"
     """how the two Z heads combine in the backup (min for D4RL)"""
@@ -96,6 +97,7 @@ def flow_anchor(
     return (actions - noise - velocity).square()
 
 
+@per_member  # a group of members (--seeds 0 1 2): these losses run once for all of them (offrl.members)
 def fan_losses(
     batch: dict[str, torch.Tensor],
     nets: dict[str, torch.nn.Module],
@@ -181,11 +183,11 @@ def build(args: Args, data: OfflineDataset, device: torch.device) -> Agent:
     optimizer = make_optimizer(torch.optim.Adam, [{"params": trained, "lr": args.lr}], device)
     critic_params, target_params = list(nets["critic"].parameters()), list(nets["target_critic"].parameters())
 
-    def coefficients() -> tuple[float | torch.Tensor, float | torch.Tensor]:
+    def coefficients() -> tuple[float | torch.Tensor | None, float | torch.Tensor | None]:
         """(alpha1, alpha2); fine-tuning with --online-alpha1/2, theirs once the buffer holds online transitions
         (decided on the device: no host sync, no recompilation)."""
         if data.replay is None or (args.online_alpha1 is None and args.online_alpha2 is None):
-            return args.alpha1, args.alpha2
+            return None, None  # fan_losses reads args.alpha1, args.alpha2 (a group's members: each its own)
         online = data.replay.filled > data.replay.num_offline
         online_alpha1 = args.alpha1 if args.online_alpha1 is None else args.online_alpha1
         online_alpha2 = args.alpha2 if args.online_alpha2 is None else args.online_alpha2

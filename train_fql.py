@@ -25,6 +25,7 @@ from offrl.args import Preset, RunArgs, arg
 from offrl.compile import compiled, make_optimizer
 from offrl.datasets import OfflineDataset, sample_batch
 from offrl.losses import flow_matching_loss
+from offrl.members import per_member
 from offrl.networks import MLP, EnsembleMLP, call_frozen, polyak_update_
 from offrl.run import Agent, Run
 
@@ -32,7 +33,7 @@ from offrl.run import Agent, Run
 @dataclass
 class Args(RunArgs):
     # Algorithm
-    discount: float = arg(0.99, at_least=0, at_most=1)
+    discount: float = arg(0.99, at_least=0, at_most=1, per_member=True)
     """discount gamma (0.995 for antsoccer and humanoidmaze)"""
     tau: float = arg(0.005, at_least=0, at_most=1)
     """target critic Polyak rate, every step"""
@@ -44,7 +45,7 @@ class Args(RunArgs):
     """LayerNorm in the critics"""
     actor_layer_norm: bool = arg(False, shape=True)
     """LayerNorm in the BC flow and the one-step policy"""
-    alpha: float = arg(300.0, at_least=0)
+    alpha: float = arg(300.0, at_least=0, per_member=True)
     """distillation coefficient: 300 cube/scene, 1000 puzzle, 10 antmaze/antsoccer, 30 humanoidmaze (D4RL antmaze 10)"""
     flow_steps: int = arg(10, at_least=1)
     """Euler steps of the BC flow that produce the distillation target"""
@@ -90,6 +91,7 @@ def euler_flow(flow: torch.nn.Module, obs: torch.Tensor, noise: torch.Tensor, st
     return actions.clamp(-1.0, 1.0)
 
 
+@per_member  # a group of members (--seeds 0 1 2): these losses run once for all of them (offrl.members)
 def fql_losses(batch: dict[str, torch.Tensor], nets: dict[str, torch.nn.Module], args: Args):
     """The FQL losses on one batch. Returns (total loss, detached metrics).
 

@@ -35,6 +35,7 @@ from offrl.diffusion import (
     vp_beta_schedule,
 )
 from offrl.losses import expectile_loss
+from offrl.members import per_member
 from offrl.networks import MLP, EnsembleMLP, polyak_update_
 from offrl.run import Agent, Run
 
@@ -42,7 +43,7 @@ from offrl.run import Agent, Run
 @dataclass
 class Args(RunArgs):
     # Algorithm
-    discount: float = arg(0.99, at_least=0, at_most=1)
+    discount: float = arg(0.99, at_least=0, at_most=1, per_member=True)
     """discount gamma (0.995 for antsoccer, humanoidmaze and antmaze-giant)"""
     tau: float = arg(0.005, at_least=0, at_most=1)
     """target critic Polyak rate, every step"""
@@ -53,7 +54,7 @@ class Args(RunArgs):
     paper and code on D4RL: 256 256, ReLU, LayerNorm only at V's input)"""
     layer_norm: bool = arg(True, shape=True)
     """LayerNorm in the critic and value networks"""
-    expectile: float = arg(0.9, above=0, below=1)
+    expectile: float = arg(0.9, above=0, below=1, per_member=True)
     """expectile tau of the value loss and of the resampling weights (0.9 OGBench and antmaze, 0.7 D4RL locomotion)"""
     diffusion_steps: int = arg(5, at_least=1)
     """DDPM steps T (variance-preserving beta schedule)"""
@@ -92,6 +93,7 @@ PRESETS = (
 )
 
 
+@per_member  # a group of members (--seeds 0 1 2): these losses run once for all of them (offrl.members)
 def idql_losses(batch: dict[str, torch.Tensor], nets: dict[str, torch.nn.Module], schedule: DDPMSchedule, args: Args):
     """The three IDQL losses on one batch. Returns (total loss, detached metrics).
 

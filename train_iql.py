@@ -24,6 +24,7 @@ from offrl.args import Preset, RunArgs, arg
 from offrl.compile import CosineDecay, compiled, make_optimizer
 from offrl.datasets import OfflineDataset, sample_batch
 from offrl.losses import expectile_loss
+from offrl.members import per_member
 from offrl.networks import MLP, EnsembleMLP, GaussianActor, polyak_update_
 from offrl.run import Agent, Run
 
@@ -31,7 +32,7 @@ from offrl.run import Agent, Run
 @dataclass
 class Args(RunArgs):
     # Algorithm
-    discount: float = arg(0.99, at_least=0, at_most=1)
+    discount: float = arg(0.99, at_least=0, at_most=1, per_member=True)
     """discount gamma (0.995 for antsoccer, humanoidmaze and antmaze-giant)"""
     tau: float = arg(0.005, at_least=0, at_most=1)
     """target critic Polyak rate, every step"""
@@ -41,11 +42,11 @@ class Args(RunArgs):
     """hidden layer widths of the actor, critic and value networks (D4RL in the IQL paper: 256 256)"""
     layer_norm: bool = arg(True, shape=True)
     """LayerNorm in the critic and value networks"""
-    expectile: float = arg(0.9, above=0, below=1)
+    expectile: float = arg(0.9, above=0, below=1, per_member=True)
     """expectile tau of the value loss (0.7 for D4RL locomotion)"""
     actor_loss: Literal["awr", "ddpgbc"] = "awr"
     """actor extraction: awr (advantage-weighted regression) or ddpgbc (Q maximisation + log-likelihood BC)"""
-    alpha: float = arg(10.0, at_least=0)
+    alpha: float = arg(10.0, at_least=0, per_member=True)
     """AWR inverse temperature (exp(alpha * advantage)); with ddpgbc, the BC coefficient. D4RL locomotion: 3"""
     actor_cosine_decay: bool = False
     """cosine decay of the actor learning rate to 0 over all updates, offline and online (the IQL paper's D4RL
@@ -74,6 +75,7 @@ def awr_weights(advantage: torch.Tensor, alpha: float) -> torch.Tensor:
     return torch.exp(alpha * advantage).clamp(max=MAX_AWR_WEIGHT)
 
 
+@per_member  # a group of members (--seeds 0 1 2): these losses run once for all of them (offrl.members)
 def iql_losses(batch: dict[str, torch.Tensor], nets: dict[str, torch.nn.Module], args: Args):
     """The three IQL losses on one batch. Returns (total loss, detached metrics).
 

@@ -24,6 +24,7 @@ import torch
 from offrl.args import Preset, RunArgs, arg
 from offrl.compile import compiled, make_optimizer
 from offrl.datasets import OfflineDataset, sample_batch
+from offrl.members import per_member
 from offrl.networks import EnsembleMLP, GaussianActor, call_frozen, polyak_update_
 from offrl.run import Agent, Run
 
@@ -31,7 +32,7 @@ from offrl.run import Agent, Run
 @dataclass
 class Args(RunArgs):
     # Algorithm
-    discount: float = arg(0.99, at_least=0, at_most=1)
+    discount: float = arg(0.99, at_least=0, at_most=1, per_member=True)
     """discount gamma (0.995 for antsoccer, humanoidmaze and antmaze-giant)"""
     tau: float = arg(0.005, at_least=0, at_most=1)
     """target critic Polyak rate, every step"""
@@ -41,7 +42,7 @@ class Args(RunArgs):
     """hidden layer widths of the actor and critic networks"""
     layer_norm: bool = arg(True, shape=True)
     """LayerNorm in the critic networks"""
-    alpha: float = arg(300.0, at_least=0)
+    alpha: float = arg(300.0, at_least=0, per_member=True)
     """behaviour-cloning coefficient: the actor pays (alpha / |A|) ||a - a_pi||^2 (cube-single 300, antsoccer 3)"""
     target_entropy_multiplier: float = 0.5
     """target entropy H_target = -multiplier * |A|"""
@@ -64,6 +65,7 @@ def critic_target(rewards: torch.Tensor, masks: torch.Tensor, next_q: torch.Tens
     return rewards + discount * masks * next_q.mean(0)
 
 
+@per_member  # a group of members (--seeds 0 1 2): these losses run once for all of them (offrl.members)
 def sacbc_losses(batch: dict[str, torch.Tensor], nets: dict[str, torch.nn.Module], args: Args):
     """The SAC+BC losses on one batch. Returns (total loss, detached metrics).
 

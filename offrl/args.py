@@ -51,13 +51,16 @@ def arg(
     at_most: float | None = None,
     below: float | None = None,
     shape: bool = False,
+    per_member: bool = False,
 ) -> Any:
     """A dataclass field with `default` and the checks `parse_args` applies to it (a one-line error when one fails).
 
     at_least, above, at_most, below: bounds of the value (of every value, for a tuple field, which must also have one
-    or more); shape: the field sets the networks' shapes, so a resumed run must keep it.
+    or more); shape: the field sets the networks' shapes, so a resumed run must keep it; per_member: the field only
+    enters the losses marked `@per_member`, so the members of a group (`offrl.members`) may each have their own value.
     """
     checks = {"at_least": at_least, "above": above, "at_most": at_most, "below": below, "shape": shape}
+    checks["per_member"] = per_member
     return dataclasses.field(default=default, metadata={"offrl": checks})
 
 
@@ -199,6 +202,11 @@ def _fields_of(args_type: type) -> dict[str, dataclasses.Field]:
 
 def _checks(field: dataclasses.Field) -> dict[str, Any]:
     return field.metadata.get("offrl", {})
+
+
+def per_member_fields(args_type: type) -> tuple[str, ...]:
+    """The fields declared `arg(..., per_member=True)`: those the members of a group may set each their own way."""
+    return tuple(name for name, field in _fields_of(args_type).items() if _checks(field).get("per_member"))
 
 
 def saved_args(args_type: type, saved: Mapping[str, Any]) -> Any:

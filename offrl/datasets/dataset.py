@@ -20,6 +20,7 @@ import gymnasium
 import numpy as np
 import torch
 
+from offrl.members import MemberBatch
 from offrl.observations import flatten_observation_env
 from offrl.replay import ReplayBuffer
 
@@ -72,6 +73,8 @@ class OfflineDataset:
         replay: the replay buffer of offline-to-online fine-tuning (`start_replay`), or None (offline only).
         balanced_sampling: with a replay buffer, draw half of each batch from the offline transitions and half from
             the online ones (`offrl.replay.ReplayBuffer.sample`).
+        members: for a group of members trained as one (`offrl.members`), their number: `sample` then draws each
+            member its own batch, {key: (members, batch_size, ...)}; 0 for a single run.
     """
 
     name: str
@@ -82,6 +85,7 @@ class OfflineDataset:
     metadata: dict[str, Any] = field(default_factory=dict)
     replay: ReplayBuffer | None = None
     balanced_sampling: bool = False
+    members: int = 0
 
     @property
     def observation_dim(self) -> int:
@@ -97,7 +101,11 @@ class OfflineDataset:
     def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
         """A training batch on the device, drawn with replacement: {key: (batch_size, ...)}; safe inside a compiled
         update (no host sync). Uniform over the training transitions; with a replay buffer (`start_replay`), from the
-        buffer: uniform over the offline and online transitions, or half and half with `balanced_sampling`."""
+        buffer: uniform over the offline and online transitions, or half and half with `balanced_sampling`. For a
+        group (`members`), a `MemberBatch` of independent batches, {key: (members, batch_size, ...)}."""
+        if self.members:
+            batch = sample_batch(self.train, self.members * batch_size)
+            return MemberBatch({key: value.unflatten(0, (self.members, batch_size)) for key, value in batch.items()})
         if self.replay is None:
             return sample_batch(self.train, batch_size)
         return self.replay.sample(batch_size, balanced=self.balanced_sampling)
