@@ -173,24 +173,41 @@ def run_episodes(
         per-episode arrays "return" (E,) undiscounted, "length" (E,), "success" (E,) (`info["success"]` at the
         episode's last step, NaN where the env reported none), and "seconds", the wall time of the whole loop.
     """
-    num_episodes, num_envs = len(seeds), envs.num_envs
-    if num_envs > num_episodes:
-        raise ValueError(f"more environments ({num_envs}) than episodes ({num_episodes})")
+    return run_member_episodes(policy, envs, [seeds], device)[0]
+
+
+def run_member_episodes(
+    policy: Callable[[torch.Tensor], torch.Tensor],
+    envs: gymnasium.vector.VectorEnv,
+    member_seeds: Sequence[Sequence[int]],
+    device: str | torch.device = "cpu",
+) -> list[dict[str, np.ndarray | float]]:
+    """`run_episodes` for K members at once: environments j*N..(j+1)*N-1 of the vector env (N = num_envs / K)
+    belong to member j and run its episodes, `member_seeds[j]`, as `run_episodes` would; one policy call per step
+    acts for every environment. Returns `run_episodes`' results for each member."""
+    members, num_episodes, num_envs = len(member_seeds), len(member_seeds[0]), envs.num_envs
+    per_member = num_envs // members
+    if any(len(seeds) != num_episodes for seeds in member_seeds) or per_member * members != num_envs:
+        raise ValueError(f"{members} members of {num_episodes} episodes each cannot share {num_envs} environments")
+    if per_member > num_episodes:
+        raise ValueError(f"more environments ({per_member}) than episodes ({num_episodes}) per member")
     if envs.metadata.get("autoreset_mode") != gymnasium.vector.AutoresetMode.DISABLED:
         raise ValueError(
             f"envs must be built with autoreset_mode=AutoresetMode.DISABLED, got {envs.metadata.get('autoreset_mode')}"
         )
     device = torch.device(device)
-    episode_returns = np.zeros(num_episodes)
-    episode_lengths = np.zeros(num_episodes, dtype=np.int64)
-    episode_success = np.full(num_episodes, np.nan)
-    env_episode = np.arange(num_envs)  # the episode each environment runs; -1 once it has none left
-    next_episode = num_envs
+    seeds = np.asarray(member_seeds, dtype=np.int64)  # (K, E)
+    member_of = np.repeat(np.arange(members), per_member)  # the member each environment belongs to
+    episode_returns = np.zeros((members, num_episodes))
+    episode_lengths = np.zeros((members, num_episodes), dtype=np.int64)
+    episode_success = np.full((members, num_episodes), np.nan)
+    env_episode = np.tile(np.arange(per_member), members)  # the member's episode each environment runs; -1: none
+    next_episode = np.full(members, per_member)
     running_return = np.zeros(num_envs)
     running_length = np.zeros(num_envs, dtype=np.int64)
 
     start = time.perf_counter()
-    observations, _ = envs.reset(seed=[int(s) for s in seeds[:num_envs]])
+    observations, _ = envs.reset(seed=[int(seeds[m, e]) for m, e in zip(member_of, env_episode, strict=True)])
     while True:
         actions = _policy_actions(policy, observations, envs.single_action_space, device)
         observations, rewards, terminations, truncations, infos = envs.step(actions)
@@ -198,26 +215,28 @@ def run_episodes(
         running_length += 1
         done = terminations | truncations
         for env_index in np.flatnonzero(done & (env_episode >= 0)):
-            episode = env_episode[env_index]
-            episode_returns[episode] = running_return[env_index]
-            episode_lengths[episode] = running_length[env_index]
+            member, episode = member_of[env_index], env_episode[env_index]
+            episode_returns[member, episode] = running_return[env_index]
+            episode_lengths[member, episode] = running_length[env_index]
             if "success" in infos and infos["_success"][env_index]:
-                episode_success[episode] = float(infos["success"][env_index])
-            env_episode[env_index] = next_episode if next_episode < num_episodes else -1
-            next_episode += 1
+                episode_success[member, episode] = float(infos["success"][env_index])
+            following = next_episode[member]
+            env_episode[env_index] = following if following < num_episodes else -1
+            next_episode[member] += 1
         if (env_episode < 0).all():
             break
         if done.any():
-            reset_seeds = [int(seeds[e]) if d and e >= 0 else None for d, e in zip(done, env_episode, strict=True)]
+            reset_seeds = [
+                int(seeds[m, e]) if d and e >= 0 else None for d, m, e in zip(done, member_of, env_episode, strict=True)
+            ]
             observations, _ = envs.reset(seed=reset_seeds, options={"reset_mask": done})
             running_return[done] = 0.0
             running_length[done] = 0
-    return {
-        "return": episode_returns,
-        "length": episode_lengths,
-        "success": episode_success,
-        "seconds": time.perf_counter() - start,
-    }
+    seconds = time.perf_counter() - start
+    return [
+        {"return": episode_returns[m], "length": episode_lengths[m], "success": episode_success[m], "seconds": seconds}
+        for m in range(members)
+    ]
 
 
 def evaluate(
@@ -266,37 +285,88 @@ def evaluate(
         per second of wall time, policy and resets included, "asynchronous": whether worker processes ran them,
         and "video": the path written, or None (no `video_path`, or rendering failed).
     """
+    results = evaluate_members(
+        lambda obs: _one_member(policy(obs[0])), make_env, num_episodes, num_envs, [seed], device, ref_scores,
+        [video_path], asynchronous, stacklevel=3,
+    )  # fmt: skip
+    return results[0]
+
+
+def evaluate_members(
+    policy: Callable[[torch.Tensor], torch.Tensor],
+    make_env: Callable[[], gymnasium.Env],
+    num_episodes: int,
+    num_envs: int,
+    seeds: Sequence[int],
+    device: str | torch.device = "cpu",
+    ref_scores: tuple[float, float] | None = None,
+    video_paths: Sequence[str | os.PathLike | None] | None = None,
+    asynchronous: bool | None = None,
+    stacklevel: int = 2,
+) -> list[dict[str, float | None]]:
+    """`evaluate` for K members at once (`offrl.members`), in one vector env of K x min(num_envs, num_episodes)
+    environments: `policy` maps observations (K, N, obs_dim) to actions (K, N, *action_shape), member k's episodes
+    use the seeds of a single run of seed `seeds[k]` (`episode_seeds`), and `video_paths[k]` (or None) records its
+    first episode. Returns `evaluate`'s results for each member. With one member it is `evaluate`."""
     if num_episodes <= 0:
         raise ValueError(f"num_episodes must be positive, got {num_episodes}")
     if num_envs <= 0:
         raise ValueError(f"num_envs must be positive, got {num_envs}")
     device = torch.device(device)
-    seeds = episode_seeds(seed, num_episodes)
-    env_fns = [functools.partial(_make_eval_env, make_env)] * min(num_envs, num_episodes)
-    if video_path is not None:
-        env_fns[0] = functools.partial(_make_eval_env, make_env, Path(video_path))
+    members, per_member = len(seeds), min(num_envs, num_episodes)
+    member_seeds = [episode_seeds(seed, num_episodes) for seed in seeds]
+    video_paths = list(video_paths or [None] * members)
+    env_fns = [functools.partial(_make_eval_env, make_env)] * (members * per_member)
+    for member, video_path in enumerate(video_paths):
+        if video_path is not None:
+            env_fns[member * per_member] = functools.partial(_make_eval_env, make_env, Path(video_path))
     disabled = gymnasium.vector.AutoresetMode.DISABLED
     if asynchronous is None:
         asynchronous = len(env_fns) > 1 and (os.cpu_count() or 1) > len(env_fns)
-    with _seeded_torch_rng(seeds[0], device), _single_threaded_cpu(device):
+
+    def flat_policy(obs: torch.Tensor) -> torch.Tensor:  # (K * N, S) -> (K * N, A)
+        actions = policy(obs.unflatten(0, (members, per_member)))
+        return actions.flatten(0, 1) if isinstance(actions, torch.Tensor) else actions  # else refused as it is
+
+    with _seeded_torch_rng(member_seeds[0][0], device), _single_threaded_cpu(device):
         if asynchronous:
             envs = gymnasium.vector.AsyncVectorEnv(env_fns, context=_ASYNC_START_METHOD, autoreset_mode=disabled)
         else:
             envs = gymnasium.vector.SyncVectorEnv(env_fns, autoreset_mode=disabled)
         try:
-            episodes = run_episodes(policy, envs, seeds, device)
-            video, video_error = envs.call("video_result")[0]
+            results = run_member_episodes(flat_policy, envs, member_seeds, device)
+            videos = envs.call("video_result")
         finally:
             envs.close()
+    return [
+        _summary(episodes, num_episodes, ref_scores, asynchronous, video_path, videos[member * per_member], stacklevel)
+        for member, (episodes, video_path) in enumerate(zip(results, video_paths, strict=True))
+    ]
+
+
+def _one_member(actions: Any) -> Any:
+    return actions[None] if isinstance(actions, torch.Tensor) else actions
+
+
+def _summary(
+    episodes: dict[str, Any],
+    num_episodes: int,
+    ref_scores: tuple[float, float] | None,
+    asynchronous: bool,
+    video_path: str | os.PathLike | None,
+    video_result: tuple[str | None, str | None],
+    stacklevel: int,
+) -> dict[str, float | None]:
+    """One member's results from its episodes (see `evaluate`)."""
+    video, video_error = video_result
     if video_path is not None and video is None:
         video_error = video_error or "episode 0 did not finish"
         warnings.warn(
             f"evaluation video skipped ({video_error}). Rendering MuJoCo without a display needs MUJOCO_GL=egl (or "
             "osmesa) set before mujoco is imported (offrl.video.choose_gl_backend picks one), and make_env "
             "must accept render_mode.",
-            stacklevel=2,
+            stacklevel=stacklevel + 1,
         )
-
     success = episodes["success"][~np.isnan(episodes["success"])]
     mean_return = float(np.mean(episodes["return"]))
     return {

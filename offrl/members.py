@@ -36,7 +36,7 @@ __all__ = [
     "MemberGroup",
     "build_members",
     "guard_args",
-    "member_slice",
+    "member_state",
     "per_member",
     "stack_members",
     "varying_fields",
@@ -175,15 +175,38 @@ def stack_members(nets: Sequence[Mapping[str, nn.Module]], varying: Mapping[str,
     return MemberGroup(len(nets), first, varying)
 
 
-def member_slice(state: Any, member: int, count: int) -> Any:
-    """Member `member`'s part of a (nested) state: every tensor whose first dimension is `count` is indexed."""
-    if isinstance(state, torch.Tensor):
-        return state[member].clone() if state.dim() > 0 and state.shape[0] == count else state.clone()
-    if isinstance(state, Mapping):
-        return type(state)((key, member_slice(value, member, count)) for key, value in state.items())
-    if isinstance(state, (list, tuple)):
-        return type(state)(member_slice(value, member, count) for value in state)
-    return copy.deepcopy(state)
+class MemberState:
+    """One member's part of a group's checkpoint object (`state_dict()` only): a network's stacked parameters or an
+    optimizer's per-parameter state (moments) indexed at the member; buffers, step counts, learning rates and other
+    objects' state as they are. Loaded into a single run's `build()`, it is that member as a run of its own."""
+
+    def __init__(self, obj: Any, member: int, stacked: set[int]):
+        self.obj, self.member, self.stacked = obj, member, stacked
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self.obj.state_dict()
+        if isinstance(self.obj, nn.Module):
+            names = {name for name, param in self.obj.named_parameters() if id(param) in self.stacked}
+            return {key: value[self.member].clone() if key in names else value for key, value in state.items()}
+        if isinstance(self.obj, torch.optim.Optimizer):
+            params = [param for group in self.obj.param_groups for param in group["params"]]
+            per_param = {
+                index: {
+                    key: value[self.member].clone()
+                    if isinstance(value, torch.Tensor) and id(params[index]) in self.stacked
+                    and value.shape == params[index].shape else value
+                    for key, value in param_state.items()
+                }
+                for index, param_state in state["state"].items()
+            }  # fmt: skip
+            return {**state, "state": per_param}
+        return copy.deepcopy(state)
+
+
+def member_state(group: MemberGroup, objects: Mapping[str, Any], member: int) -> dict[str, MemberState]:
+    """{name: member `member`'s part of objects[name]} (`MemberState`), for its own checkpoint."""
+    stacked = {id(param) for param in group.parameters().values()}
+    return {name: MemberState(obj, member, stacked) for name, obj in objects.items()}
 
 
 SEPARATE_FIELDS = ("seed", "run_dir", "resume")

@@ -13,7 +13,14 @@ import ogbench  # noqa: F401  (registers the OGBench environments)
 import pytest
 import torch
 
-from offrl.evaluation import EVAL_SEED_OFFSET, MAX_EVAL_EPISODES, episode_seeds, evaluate, run_episodes
+from offrl.evaluation import (
+    EVAL_SEED_OFFSET,
+    MAX_EVAL_EPISODES,
+    episode_seeds,
+    evaluate,
+    evaluate_members,
+    run_episodes,
+)
 from offrl.observations import flatten_observation_env, flatten_observations
 from offrl.scores import normalized_score, reference_scores
 
@@ -388,3 +395,23 @@ def test_choose_gl_backend_keeps_the_users_choice_and_says_why_it_fails():
     process = run_python(CHOOSE_BACKEND_SCRIPT, MUJOCO_GL="glfw", DISPLAY=None, WAYLAND_DISPLAY=None)
     assert process.returncode == 0, process.stderr[-3000:]
     assert process.stdout.startswith("None 'glfw' False MUJOCO_GL=glfw: no display (DISPLAY is not set)")
+
+
+def test_members_are_evaluated_together_each_with_its_single_runs_episodes():
+    """Three members in one vector env of 3 x 2 environments, one policy call per step for all of them; each member's
+    results are those `evaluate` gives a single run of its seed (this env's episodes depend on their seeds only)."""
+    shapes = []
+
+    def policy(obs):  # (K, N, S) -> (K, N, 1)
+        shapes.append(tuple(obs.shape))
+        return torch.zeros(*obs.shape[:2], 1)
+
+    seeds = [0, 1, 5]
+    results = evaluate_members(policy, CountingEnv, 5, num_envs=2, seeds=seeds, asynchronous=False)
+    assert set(shapes) == {(3, 2, 3)}
+    for seed, result in zip(seeds, results, strict=True):
+        alone = evaluate(lambda obs: torch.zeros(obs.shape[0], 1), CountingEnv, 5, num_envs=2, seed=seed)
+        assert {k: v for k, v in result.items() if k != "env_steps_per_second"} == {
+            k: v for k, v in alone.items() if k != "env_steps_per_second"
+        }
+    assert len({r["return"] for r in results}) == 3  # the seeds' episodes differ, so do the members' returns

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from offrl.args import import_script, per_member_fields
+from offrl.checkpoint import load_checkpoint, save_checkpoint
 from offrl.datasets import OfflineDataset
-from offrl.members import MemberBatch, build_members, guard_args, varying_fields
+from offrl.members import MemberBatch, build_members, guard_args, member_state, varying_fields
 from tests.helpers import REPO_ROOT
 
 SCRIPTS = ("sacbc", "iql", "fql", "fan", "idql")
@@ -142,7 +143,8 @@ def test_a_group_refuses_members_that_differ_in_a_shared_field():
     assert set(fields) == {"discount", "alpha", "expectile"}
     varying = varying_fields([args, dataclasses.replace(args, seed=1, expectile=0.7)], fields)
     assert varying == {"expectile": [0.9, 0.7]}  # the seed is every member's own, not a coefficient
-    with pytest.raises(SystemExit, match=r"differ in --lr, which they must share .* --discount, --expectile, --alpha\)"):
+    refused = r"differ in --lr, which they must share .* --discount, --expectile, --alpha\)"
+    with pytest.raises(SystemExit, match=refused):
         varying_fields([args, dataclasses.replace(args, lr=1e-3)], fields)
 
 
@@ -158,3 +160,29 @@ def test_the_groups_policy_is_each_members_own(algo):
         seed(member_seed)
         alone = module.build(member_args[member], toy_data(), CPU)
         assert torch.allclose(actions[member], alone.policy(obs[member]), atol=1e-6)
+
+
+@pytest.mark.parametrize("algo", SCRIPTS)
+def test_a_members_checkpoint_is_a_single_runs(algo, tmp_path):
+    """Member 1's part of the group's state, saved alone, loads into a single run's build(): its networks and its
+    optimizer moments are member 1's, so evaluate/export/--resume use it as an ordinary run's."""
+    module, args = script_and_args(algo)
+    member_args = [dataclasses.replace(args, seed=s) for s in (0, 1)]
+    agent, members, _ = group(module, member_args)
+    torch.manual_seed(4)
+    for _ in range(2):
+        agent.update()
+    save_checkpoint(tmp_path / "checkpoint.pt", 2, member_state(members, agent.state, 1))
+    seed(9)
+    alone = module.build(member_args[1], toy_data(), CPU)
+    assert load_checkpoint(tmp_path, alone.state, CPU)["step"] == 2
+    got = parameters(alone)
+    for name, value in parameters(agent).items():
+        assert torch.equal(got[name], value[1]), name
+    optimizer, group_optimizer = alone.state["optimizer"], agent.state["optimizer"]
+    stacked = [p for g in group_optimizer.param_groups for p in g["params"]]
+    for param, single_param, stacked_param in zip(
+        [p for g in optimizer.param_groups for p in g["params"]], stacked, stacked, strict=True
+    ):
+        assert torch.equal(optimizer.state[param]["exp_avg"], group_optimizer.state[stacked_param]["exp_avg"][1])
+        assert single_param.shape[1:] == param.shape
