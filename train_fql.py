@@ -178,7 +178,7 @@ def build(args: Args, data: OfflineDataset, device: torch.device) -> Agent:
 
 def main(argv: list[str] | None = None) -> int:
     with Run(__file__, Args, PRESETS, argv) as run:
-        agent = build(run.args, run.data, run.device)
+        agent = run.build(build)  # build(run.args, run.data, run.device); with --seeds, once per member
         update = compiled(agent.update, run.args.compile, run.args.cudagraphs, run.device)
         run.start(agent)  # --resume: restores its checkpoint; a new run: evaluates at step 0
         for step in run.steps():  # to --total-steps (+ --online-steps), or until Ctrl-C/SIGTERM

@@ -1,7 +1,8 @@
 """offrl: offline reinforcement learning in PyTorch, one readable file per algorithm.
 
 The package holds what the `train_*.py` scripts share, a module per job: the run around a script's loop (`offrl.run`,
-with `args`, `compile`, `checkpoint`, `records`, `rundir`, `stopping`, `atomic`), datasets by source
+with `args`, `compile`, `devices`, `checkpoint`, `records`, `rundir`, `stopping`, `atomic`), several seeds trained as
+one (`offrl.members`, `offrl.member_runs`), datasets by source
 (`offrl.datasets`, `offrl.generate`), networks and losses, evaluation and video, scores. The tools that work around
 runs (sweep, report, evaluate, bench) are commands in `offrl.tools`; no run imports them.
 """

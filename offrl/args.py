@@ -38,7 +38,9 @@ __all__ = [
     "check_args",
     "find_scripts",
     "import_script",
+    "member_args",
     "parse_args",
+    "per_member_fields",
     "saved_args",
 ]
 
@@ -84,6 +86,14 @@ class RunArgs:
     """apply the script's recommended settings for --env-name (its PRESETS table); flags given always win"""
     seed: int = arg(0, at_least=0, at_most=2**32 - 1)
     """random seed (networks, sampling; evaluation seeds are derived from it but never equal training seeds)"""
+    seeds: Annotated[tuple[int, ...] | None, tyro.conf.arg(help_behavior_hint="(default: one run, of --seed)")] = arg(
+        None, at_least=0, at_most=2**32 - 1
+    )
+    """train several seeds in this one process, as members of one vectorized update (each member is an ordinary run
+    directory, as a run of its seed would be); with --member-values, every value for every seed"""
+    member_values: Annotated[tuple[str, ...] | None, tyro.conf.arg(help_behavior_hint="(default: none)")] = None
+    """FIELD=V1,V2,...: members with each of these values of a field the script declares per member (a loss
+    coefficient, e.g. alpha=30,100,300), for each of --seeds; several fields: every combination"""
     device: str = "auto"
     """torch device; auto = cuda when available, else cpu"""
     total_steps: int = arg(1_000_000, at_least=1)
@@ -114,7 +124,7 @@ class RunArgs:
     run_dir: Annotated[
         str | None, tyro.conf.arg(help_behavior_hint="(default: runs/<env>__<algo>__<seed>__<time>)")
     ] = None
-    """where this run writes"""
+    """where this run writes (for a group of seeds: the folder that holds its members' run directories)"""
     save_every: int = arg(100_000, at_least=1)
     """checkpoint every this many steps (and at the end)"""
     resume: Annotated[str | None, tyro.conf.arg(help_behavior_hint="(default: a new run)")] = None
@@ -147,7 +157,7 @@ RESUME_MUST_MATCH = ("env_name", "seed", "generate_episodes", "reward_mode")
 BOOKKEEPING = frozenset(
     ("total_steps", "eval_every", "eval_episodes", "eval_envs", "log_every", "save_every", "compile", "cudagraphs",
      "device", "video", "run_dir", "resume", "dataset_dir", "presets", "track", "wandb_project", "wandb_entity",
-     "online_steps")
+     "online_steps", "seeds", "member_values")
 )  # fmt: skip
 """Fields about the bookkeeping, not the optimisation: they may change on resume without a warning."""
 
@@ -360,3 +370,37 @@ def import_script(path: str | os.PathLike):
     sys.modules[name] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
     return module
+
+
+def member_args(args: Any, per_member_fields: Sequence[str]) -> list[Any]:
+    """Each member's args from --seeds and --member-values (FIELD=V1,V2,... for fields in `per_member_fields`):
+    every combination of the values, for every seed, in that order; [args] for a single run. A field the script
+    does not declare per member, or a value out of its range, is refused in one line."""
+    points: list[dict[str, float]] = [{}]
+    for spec in args.member_values or ():
+        name, sep, values = spec.partition("=")
+        name = name.strip().removeprefix("--").replace("-", "_")
+        if name not in per_member_fields:
+            allowed = ", ".join(per_member_fields) or "none"
+            raise SystemExit(
+                f"error: --member-values {spec}: {name!r} is not a field members may set each their own way (this "
+                f"script's: {allowed}); give other settings to separate runs"
+            )
+        try:
+            numbers = [float(value) for value in values.split(",") if value.strip()]
+        except ValueError:
+            numbers = []
+        if not sep or not numbers:
+            raise SystemExit(f"error: --member-values {spec}: expected FIELD=V1,V2,... with numbers, e.g. alpha=30,100")
+        points = [{**point, name: number} for point in points for number in numbers]
+    seeds = args.seeds or (args.seed,)
+    members = [
+        dataclasses.replace(args, seed=seed, seeds=None, member_values=None, **point)
+        for point in points
+        for seed in seeds
+    ]
+    if len(set(seeds)) < len(seeds) or len({repr(p) for p in points}) < len(points):
+        raise SystemExit("error: --seeds or --member-values name a member twice (the same seed, or the same value)")
+    for member in members:
+        check_args(member)
+    return members

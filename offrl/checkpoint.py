@@ -1,4 +1,5 @@
-"""Checkpoints: a run's state (networks, optimizers, schedules, RNG states, step) saved atomically and restored.
+"""Checkpoints: a run's state (networks, optimizers, schedules, RNG states, step) saved atomically and restored;
+`seed_everything` seeds the RNGs whose states a checkpoint keeps.
 
 `save_checkpoint` writes `{name: obj.state_dict()}` with the RNG states and the step through `offrl.atomic`;
 `load_checkpoint` restores them (an optimizer keeps this command line's settings, its moments come from the file);
@@ -19,7 +20,7 @@ import torch
 
 from offrl.atomic import atomic_write
 
-__all__ = ["checkpoint_path", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
+__all__ = ["checkpoint_path", "load_checkpoint", "read_checkpoint", "save_checkpoint", "seed_everything"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 """The checkpoint file in a run directory."""
@@ -43,6 +44,13 @@ def read_checkpoint(path: pathlib.Path, device: torch.device | str = "cpu", what
         raise SystemExit(
             f"error: {what} {path}: not a readable checkpoint ({type(error).__name__}: {message})"
         ) from None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def rng_state() -> dict[str, Any]:

@@ -209,7 +209,7 @@ def member_state(group: MemberGroup, objects: Mapping[str, Any], member: int) ->
     return {name: MemberState(obj, member, stacked) for name, obj in objects.items()}
 
 
-SEPARATE_FIELDS = ("seed", "run_dir", "resume")
+SEPARATE_FIELDS = ("seed", "seeds", "member_values", "run_dir", "resume")
 """Fields every member has its own of, whatever the script declares."""
 
 

@@ -155,5 +155,17 @@ class OnlineEnv:
                 return
         self.observation, self.episode_return = observation, episode_return
 
+    def check_resume(self, payload: Mapping[str, Any], step: int, total_steps: int, run_dir: Any) -> None:
+        """Refuse a resume at `step` whose online phase would not continue where it stopped (a changed
+        --total-steps), in one line."""
+        taken = self.env_steps if "online_env" in payload["state"] else 0
+        if taken != max(0, step - total_steps):
+            saved = payload.get("args", {}).get("total_steps")
+            raise SystemExit(
+                f"error: --resume {run_dir}: the checkpoint of step {step} has {taken:,} online steps, which does not "
+                f"fit --total-steps {total_steps:,} (the run had {saved}); resume with --total-steps {saved} and the "
+                "--online-steps you want."
+            )
+
     def close(self) -> None:
         self.env.close()

@@ -1,7 +1,7 @@
 """`Run`: one training run of a script, from its command line to its exit code, around the script's visible loop.
 
     with Run(__file__, Args, PRESETS, argv) as run:        # flags > presets > defaults; run dir, dataset, logger
-        agent = build(run.args, run.data, run.device)     # networks, optimizer, update(), policy()
+        agent = run.build(build)                          # build(args, data, device): networks, update(), policy()
         update = compiled(agent.update, run.args.compile, run.args.cudagraphs, run.device)
         run.start(agent)                                  # --resume: restores the checkpoint; else evaluates at 0
         for step in run.steps():                          # until the last step, or Ctrl-C/SIGTERM
@@ -16,7 +16,9 @@
 
 `Run` holds the run directory (one run per directory, held by a lock), the dataset, the logger, timing with
 compilation excluded, the stop request, the online phase's environment and the exit code; the pieces it uses live in
-their own rooms (`offrl.args`, `offrl.checkpoint`, `offrl.records`, `offrl.stopping`, `offrl.video`).
+their own rooms (`offrl.args`, `offrl.checkpoint`, `offrl.records`, `offrl.stopping`, `offrl.video`). With --seeds
+(several) or --member-values, the run is a group of members trained as one (`offrl.members`), each member an
+ordinary run directory (`offrl.member_runs`).
 """
 
 from __future__ import annotations
@@ -24,21 +26,22 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
-from offrl.args import BOOKKEEPING, Preset, algo_name, flag, parse_args, shown
-from offrl.checkpoint import CHECKPOINT_NAME, checkpoint_path, load_checkpoint, save_checkpoint
+from offrl.args import BOOKKEEPING, Preset, algo_name, flag, member_args, parse_args, per_member_fields, shown
+from offrl.checkpoint import CHECKPOINT_NAME, checkpoint_path, load_checkpoint, save_checkpoint, seed_everything
 from offrl.compile import WARMUP_CALLS
-from offrl.datasets import DatasetError, OfflineDataset, d4rl_note, load_dataset
+from offrl.datasets import OfflineDataset, d4rl_note, load_data
 from offrl.datasets.dataset import source_description
+from offrl.devices import resolve_device
 from offrl.evaluation import evaluate
+from offrl.member_runs import MemberRuns
+from offrl.members import MemberGroup, build_members
 from offrl.networks import eval_mode
 from offrl.online import OnlineEnv
 from offrl.progress import ESTIMATE_AFTER_STEPS, long_run_note, progress_display
@@ -50,12 +53,12 @@ from offrl.stopping import (
     StopRequest,
     all_finite,
     check_finite,
-    out_of_memory,
+    failure,
     stop_with_parent,
 )
 from offrl.video import settle_gl_backend
 
-__all__ = ["Agent", "Run", "load_data", "resolve_device", "seed_everything"]
+__all__ = ["Agent", "Run"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -77,43 +80,6 @@ class Agent:
     state: dict[str, Any]
     validation: Callable[[], dict[str, torch.Tensor]] | None = None
     explore: Callable[[torch.Tensor], torch.Tensor] | None = None
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """`None`/"auto" -> cuda when available, else cpu; otherwise the named device (clear error if unavailable)."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise SystemExit(
-            f"error: --device {device} is not a torch device; use auto, cpu, cuda or cuda:<index>."
-        ) from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {device} was asked for, but this PyTorch build sees no CUDA device.")
-    return resolved
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def load_data(args: Any, device: torch.device) -> OfflineDataset:
-    """The run's dataset on `device` (`offrl.datasets.load_dataset`); a one-line `SystemExit` says what is wrong."""
-    try:
-        return load_dataset(
-            args.env_name,
-            dataset_dir=args.dataset_dir,
-            device=device,
-            reward_mode=args.reward_mode,
-            generate_episodes=args.generate_episodes,
-            success_timing=args.success_timing,
-        )
-    except (DatasetError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
 
 
 class Run:
@@ -139,7 +105,9 @@ class Run:
         self.algo = algo_name(script)
         self.script = pathlib.Path(script).resolve()
         self.parsed = parse_args(args_type, presets, argv)
-        self.args = args = self.parsed.args
+        self.per_member_fields = per_member_fields(args_type)
+        self.member_args = member_args(self.parsed.args, self.per_member_fields)  # --seeds, --member-values
+        self.args = args = self.parsed.args if len(self.member_args) > 1 else self.member_args[0]
         self.device = resolve_device(args.device)
         for warning in self.parsed.warnings:
             print(f"[{self.algo}] warning: {warning}", file=sys.stderr, flush=True)
@@ -148,6 +116,10 @@ class Run:
             self.run_dir = checkpoint_path(args.resume).parent
         else:
             self.run_dir = pathlib.Path(args.run_dir or default_run_dir(args.env_name, self.algo, args.seed))
+        self.group: MemberGroup | None = None  # several members trained as one (offrl.members), or a single run
+        self.member_runs = MemberRuns.plan(args, self.member_args, self.per_member_fields, self.algo)
+        if self.member_runs is not None:
+            self.run_dir = self.member_runs.members[0].run_dir
         self.data = None
         self.logger: RunLogger | None = None
         self.agent: Agent | None = None
@@ -174,9 +146,22 @@ class Run:
     # ------------------------------------------------------------------------------------------------------------
     # Entering: the run directory, the signals, the dataset, the first lines
 
+    def build(self, build: Callable[[Any, OfflineDataset, torch.device], Agent]) -> Agent:
+        """The script's `build(args, data, device)`; for a group (--seeds with several seeds, --member-values), once
+        per member, stacked into one agent whose update trains them all (`offrl.members.build_members`)."""
+        if self.member_runs is None:
+            return build(self.args, self.data, self.device)
+        agent, self.group = build_members(
+            build, self.member_args, self.per_member_fields, self.data, self.device, seed_everything
+        )
+        return agent
+
     def __enter__(self) -> Run:
         stop_with_parent()
-        self._lock = take_run_dir(self.run_dir, self.resuming)
+        if self.member_runs is not None:
+            self.member_runs.take()
+        else:
+            self._lock = take_run_dir(self.run_dir, self.resuming)
         self.stop.__enter__()
         try:
             seed_everything(self.args.seed)
@@ -206,6 +191,8 @@ class Run:
 
     def _release(self) -> None:
         self.stop.__exit__()
+        if self.member_runs is not None:
+            self.member_runs.release()
         if self._lock is not None:
             self._lock.close()  # closing the file releases the lock
             self._lock = None
@@ -220,7 +207,8 @@ class Run:
             print(f"[{name}] preset {flag(field)} {shown(value['preset'])} not applied: {shown(value['given'])} given")
         data = self.data
         source = source_description(data.metadata)
-        print(f"[{name}] {data.name}: {len(data):,} transitions ({source}), run dir {self.run_dir}")
+        where = self.member_runs.description() if self.member_runs is not None else f"run dir {self.run_dir}"
+        print(f"[{name}] {data.name}: {len(data):,} transitions ({source}), {where}")
         if self.args.online_steps:
             sampling = "half dataset, half online" if self.args.balanced_sampling else "uniform over both"
             print(
@@ -250,7 +238,8 @@ class Run:
                 args.resume, self._checkpointed, self.device, optional=("replay_buffer", "online_env")
             )
             self.start_step = self.saved_step = payload["step"]
-            self._check_online_resume(payload)
+            if self.online_env is not None:  # its online phase must go on where it stopped
+                self.online_env.check_resume(payload, self.start_step, args.total_steps, self.run_dir)
             self._print_resume()
         else:
             fields = {
@@ -266,10 +255,17 @@ class Run:
         if args.track:  # before the TensorBoard writer exists, so that W&B follows it
             self.tracker = start_tracking(self.run_dir, self.algo, args, {**fields, "dataset": self.data.metadata})
             fields["wandb_id"] = self.tracker.id
-        self.logger = RunLogger(
-            self.run_dir, self.algo, args.env_name, dataclasses.asdict(args),
-            resume_step=self.start_step if self.resuming else None, **fields,
-        )  # fmt: skip
+        if self.member_runs is not None:  # each member an ordinary run directory; the first one's logger times
+            own_values = [
+                spec.split("=")[0].strip().removeprefix("--").replace("-", "_") for spec in args.member_values or ()
+            ]
+            self.member_runs.open(self.algo, fields, own_values)
+            self.logger = self.member_runs.members[0].logger
+        else:
+            self.logger = RunLogger(
+                self.run_dir, self.algo, args.env_name, dataclasses.asdict(args),
+                resume_step=self.start_step if self.resuming else None, **fields,
+            )  # fmt: skip
         if args.online_steps:  # an offline run continued online: its earlier evaluations were offline ones
             for row in self.logger.results["evals"]:
                 row.setdefault("phase", "online" if self.in_online_phase(row["step"]) else "offline")
@@ -277,7 +273,8 @@ class Run:
         segments = [s for s in self.logger.results.get("segments", []) if s["start_step"] < self.start_step]
         changed = self.parsed.resume_changes if self.resuming else {}
         segment = {"start_step": self.start_step, "changed": changed, **made_by}
-        self.logger.write_results(status="running", segments=[*segments, segment])
+        for member in self.member_runs or [self]:
+            member.logger.write_results(status="running", segments=[*segments, segment])
         if self.start_step == 0:
             with self.stop.at_once():
                 self.evaluate(0, agent.policy)
@@ -322,19 +319,6 @@ class Run:
         if not self.args.online_steps:
             return self.algo
         return f"{self.algo} {'online' if self.in_online_phase(step) else 'offline'}"
-
-    def _check_online_resume(self, payload: Mapping[str, Any]) -> None:
-        """Refuse a resume whose online phase would not continue where it stopped (a changed --total-steps)."""
-        if self.online_env is None:
-            return
-        taken = self.online_env.env_steps if "online_env" in payload["state"] else 0
-        if taken != max(0, self.start_step - self.args.total_steps):
-            saved = payload.get("args", {}).get("total_steps")
-            raise SystemExit(
-                f"error: --resume {self.run_dir}: the checkpoint of step {self.start_step} has {taken:,} online "
-                f"steps, which does not fit --total-steps {self.args.total_steps:,} (the run had {saved}); resume "
-                f"with --total-steps {saved} and the --online-steps you want."
-            )
 
     def in_online_phase(self, step: int) -> bool:
         """Whether `step` is in the online phase (after the --total-steps offline steps): act before updating."""
@@ -422,6 +406,8 @@ class Run:
         """Read the update's metrics back (the only host sync), check them for NaN/inf, add the validation losses
         (when the dataset has a validation split) and the throughput, and log them to TensorBoard."""
         self._pause()
+        if self.member_runs is not None:
+            return self._log_members(step, metrics, validation)
         values = {name: value.item() for name, value in metrics.items()}
         check_finite(values, step, self._last_checked)
         self._last_checked = step
@@ -440,10 +426,43 @@ class Run:
             self._bar.set_postfix({"sps": f"{shown:.0f}", **self._score_postfix}, refresh=False)
         self.logger.scalars(step, values)
 
+    def _log_members(
+        self, step: int, metrics: Mapping[str, torch.Tensor], validation: Callable[[], Mapping] | None
+    ) -> None:
+        """`log` for a group: each member's metrics (and validation losses) to its own run, with the group's
+        throughput; a member whose metrics are not finite is stopped alone (`MemberRuns.log`)."""
+        if validation is not None and self.data.val is not None:
+            metrics = {**metrics, **validation()}
+        rate = self.steps_per_second
+        shared = {"time/train_seconds": self.train_seconds, **({"time/steps_per_second": rate} if rate else {})}
+        for line in self.member_runs.log(step, metrics, shared, self._last_checked):
+            self._bar.write(f"[{self.algo}] {line}", file=sys.stderr)  # a member stopped alone
+        self._last_checked = step
+        if not self.member_runs.training:
+            raise NonFiniteLossError(f"every member's metrics became non-finite by step {step}.")
+        if rate is not None:
+            self._bar.set_postfix({"sps": f"{rate:.0f}", **self._score_postfix}, refresh=False)
+
+    def _evaluate_members(self, step: int, policy: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
+        """`evaluate` for a group (`MemberRuns.evaluate`): one line for all members."""
+        write = self._bar.write if self._bar is not None else print
+        with eval_mode(self.agent.nets):
+            line, self._score_postfix = self.member_runs.evaluate(
+                step, policy, self.data, self.args, self.device, self.video, time.perf_counter() - self._wall_start,
+                lambda text: write(f"[{self.algo}] {text}", file=sys.stderr),
+            )  # fmt: skip
+        write(f"[{self.algo}] {line}")
+        if not self.member_runs.training:
+            raise NonFiniteLossError(f"every member's policy acted non-finite by step {step}.")
+        self.last_eval = self.member_runs.members[0].last_eval or {}
+        return self.last_eval
+
     def evaluate(self, step: int, policy: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
         """Run --eval-episodes episodes of `policy` (the networks in eval mode) and record them (results.json,
         TensorBoard); returns the results.json row."""
         self._pause()
+        if self.member_runs is not None:
+            return self._evaluate_members(step, policy)
         args, data = self.args, self.data
         start = time.perf_counter()
         nets = self.agent.nets if self.agent is not None else {}
@@ -492,6 +511,10 @@ class Run:
         """Write the checkpoint (`agent.state`, in the online phase's runs also the replay buffer's online rows and
         the episode in progress; RNG states, step and args) atomically to <run_dir>/checkpoint.pt."""
         self._pause()
+        if self.member_runs is not None:  # each member's part, as a single run's checkpoint in its own directory
+            self.member_runs.save(step, self.group, self._checkpointed or self.agent.state)
+            self.saved_step = step
+            return
         if not all_finite(self.agent.nets):  # metrics are read before the last update: check what is saved too
             raise NonFiniteLossError(f"the networks' parameters became non-finite by step {step}.")
         save_checkpoint(
@@ -514,12 +537,14 @@ class Run:
             if exc_type is None and self.stop.requested and self.step < self.final_step:
                 status, self.exit_code = "interrupted", 128 + self.stop.signal
                 self.stop.saving = True  # from here on, further signals wait for the checkpoint
-                if self.agent is not None and all_finite(self.agent.nets):
+                if self.agent is not None and (self.member_runs is not None or all_finite(self.agent.nets)):
                     try:
                         self.save(self.step)
-                        messages.append(
-                            f"interrupted at step {self.step}; checkpoint saved. Continue with --resume {self.run_dir}"
-                        )
+                        again = (
+                            f"--resume {self.run_dir}" if self.member_runs is None else
+                            "a member alone with --resume <its run dir> (a group cannot be resumed as one yet)"
+                        )  # fmt: skip
+                        messages.append(f"interrupted at step {self.step}; checkpoint saved. Continue with {again}")
                     except OSError as error:
                         errors.append(f"error: interrupted at step {self.step}, but saving failed: {error}; {kept}.")
                 else:
@@ -528,30 +553,12 @@ class Run:
                     )
             elif exc_type is None:
                 status, self.exit_code = "finished", 0
-            elif issubclass(exc_type, NonFiniteLossError):
-                self.exit_code = 1
-                errors.append(f"error: {exc} The run is stopped; {kept}. Lower the learning rate or check the rewards.")
-            elif issubclass(exc_type, Interrupted):  # during the evaluation before training
-                status, self.exit_code = "interrupted", 128 + exc.signal
-                messages.append("interrupted during the evaluation at step 0, before any training; nothing was kept")
-            elif issubclass(exc_type, KeyboardInterrupt):  # a second Ctrl-C while stopping
-                status, self.exit_code = "interrupted", 130
-                messages.append(f"stopped at once by a second signal at step {self.step}; {kept}")
-            elif issubclass(exc_type, OSError):
-                self.exit_code = 1
-                where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-                errors.append(
-                    f"error: writing the run failed at step {self.step}{where}: {exc.strerror or exc}; {kept}."
-                )
-            elif out_of_memory(exc):
-                self.exit_code = 1
-                errors.append(
-                    f"error: out of {self.device.type} memory at step {self.step} ({str(exc).splitlines()[0][:200]}); "
-                    f"lower --batch-size or the network sizes; {kept}."
-                )
-            else:
-                handled = False  # a refusal (SystemExit) or a defect: its own message or traceback follows
-                self.exit_code = 1
+            else:  # a failure; None when not ours to handle (a refusal's SystemExit, a defect's traceback)
+                ending = failure(exc, self.step, kept, self.device)
+                handled, self.exit_code = ending is not None, 1
+                if ending is not None:
+                    status, self.exit_code, line = ending
+                    (errors if line.startswith("error:") else messages).append(line)
         finally:
             if self._bar is not None:
                 self._bar.close()
@@ -570,14 +577,24 @@ class Run:
             print(f"\n[{name}] {message}", flush=True)
         for error in errors:
             print(f"\n[{name}] {error}", file=sys.stderr, flush=True)
-        if status == "finished" and self.last_eval is not None and not errors:
-            score = {
-                k: self.last_eval[k] for k in ("success", "return", "normalized_score") if self.last_eval[k] is not None
-            }
-            print(f"[{name}] final score at step {self.step}: {score}; run dir {self.run_dir}", flush=True)
+        for member in self.member_runs.training if self.member_runs is not None else [self]:
+            if status == "finished" and member.last_eval is not None and not errors:
+                evaluation = member.last_eval
+                score = {
+                    k: evaluation[k] for k in ("success", "return", "normalized_score") if evaluation[k] is not None
+                }
+                print(f"[{name}] final score at step {self.step}: {score}; run dir {member.run_dir}", flush=True)
         return handled
 
     def _finish_results(self, status: str, errors: list[str]) -> None:
+        if self.member_runs is not None:
+            fields = {"final_step": self.step, "train_steps_per_second": self.steps_per_second,
+                      "compile_seconds": self.compile_seconds, "dataset": self.data.metadata,
+                      "torch_threads": torch.get_num_threads(), "group_size": len(self.member_runs)}  # fmt: skip
+            errors += self.member_runs.finish(status, fields)
+            if any(member.failed for member in self.member_runs):  # stopped alone earlier (their lines said why)
+                self.exit_code = self.exit_code or 1
+            return
         before = self.logger.results  # a resumed run that timed no step of a phase keeps the earlier rate
         online = {}
         if self.online_env is not None:

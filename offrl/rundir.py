@@ -19,10 +19,13 @@ LOCK_NAME = ".lock"
 """The lock file a live run holds in its run directory (`offrl.tools.sweep` reads it to tell a running job)."""
 
 
-def default_run_dir(env_name: str, algo: str, seed: int, root: str | os.PathLike = "runs") -> pathlib.Path:
-    """`runs/<env>__<algo>__<seed>__<YYYYmmdd-HHMMSS>` (slashes in Minari ids become '-')."""
+def default_run_dir(
+    env_name: str, algo: str, seed: int, root: str | os.PathLike = "runs", label: str = ""
+) -> pathlib.Path:
+    """`runs/<env>__<algo>__<seed><label>__<YYYYmmdd-HHMMSS>` (slashes in Minari ids become '-'); `label` tells the
+    members of a group apart beyond their seed, e.g. '__alpha30'."""
     safe_env = re.sub(r"[^\w.-]+", "-", env_name)
-    return pathlib.Path(root) / f"{safe_env}__{algo}__{seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+    return pathlib.Path(root) / f"{safe_env}__{algo}__{seed}{label}__{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def take_run_dir(run_dir: pathlib.Path, resuming: bool) -> TextIO:

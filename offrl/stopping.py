@@ -24,6 +24,7 @@ __all__ = [
     "StopRequest",
     "all_finite",
     "check_finite",
+    "failure",
     "out_of_memory",
     "stop_with_parent",
 ]
@@ -149,3 +150,27 @@ def out_of_memory(error: BaseException) -> bool:
     if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
         return True
     return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+
+
+def failure(error: BaseException, step: int, kept: str, device: torch.device) -> tuple[str, int, str] | None:
+    """How a run that `error` ended is recorded: (status, exit code, the line to print: "error: ..." or a note) for
+    what a run can say in one line (NaN, a signal before or while stopping, a write that failed, memory); None for the
+    rest (a refusal's `SystemExit` says its own line, a defect shows its traceback). `kept`: what checkpoint is left."""
+    if isinstance(error, NonFiniteLossError):
+        return "failed", 1, f"error: {error} The run is stopped; {kept}. Lower the learning rate or check the rewards."
+    if isinstance(error, Interrupted):  # during the evaluation before training
+        note = "interrupted during the evaluation at step 0, before any training; nothing was kept"
+        return "interrupted", 128 + error.signal, note
+    if isinstance(error, KeyboardInterrupt):  # a second Ctrl-C while stopping
+        return "interrupted", 130, f"stopped at once by a second signal at step {step}; {kept}"
+    if isinstance(error, OSError):
+        where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+        return "failed", 1, f"error: writing the run failed at step {step}{where}: {error.strerror or error}; {kept}."
+    if out_of_memory(error):
+        first = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        return (
+            "failed", 1,
+            f"error: out of {device.type} memory at step {step} ({first}); lower --batch-size or the network sizes; "
+            f"{kept}.",
+        )  # fmt: skip
+    return None

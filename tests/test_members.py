@@ -6,6 +6,7 @@ a script declares them so, and the group's policy is each member's own.
 """
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from offrl.args import import_script, per_member_fields
 from offrl.checkpoint import load_checkpoint, save_checkpoint
 from offrl.datasets import OfflineDataset
 from offrl.members import MemberBatch, build_members, guard_args, member_state, varying_fields
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, run_script
 
 SCRIPTS = ("sacbc", "iql", "fql", "fan", "idql")
 SMALL = {"hidden_dims": (16, 16), "batch_size": 8}
@@ -186,3 +187,76 @@ def test_a_members_checkpoint_is_a_single_runs(algo, tmp_path):
     ):
         assert torch.equal(optimizer.state[param]["exp_avg"], group_optimizer.state[stacked_param]["exp_avg"][1])
         assert single_param.shape[1:] == param.shape
+
+
+def pendulum_group(minari_dir, run_dir, *args: str) -> list[str]:
+    return [
+        "--env-name", "test/pendulum/random-v0", "--dataset-dir", str(minari_dir), "--hidden-dims", "16", "16",
+        "--batch-size", "16", "--eval-episodes", "2", "--eval-envs", "2", "--no-compile", "--total-steps", "20",
+        "--eval-every", "10", "--log-every", "5", "--save-every", "10", "--run-dir", str(run_dir), *args,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_group_writes_each_member_as_an_ordinary_run(minari_dir, tmp_path):
+    """--seeds 0 1 --member-values alpha=3,10: four members in one process, each its own run directory (named as a
+    single run, its own args, evaluations, TensorBoard events and a checkpoint that offrl.tools.evaluate takes)."""
+    from offrl.tools import evaluate as evaluate_tool
+
+    result = run_script("train_iql.py", *pendulum_group(minari_dir, tmp_path, "--seeds", "0", "1",
+                        "--member-values", "alpha=3,10"))  # fmt: skip
+    names = sorted(path.name for path in tmp_path.iterdir())
+    prefix = "test-pendulum-random-v0__iql__"
+    assert names == sorted(f"{prefix}{seed}__alpha{alpha}" for alpha in (3, 10) for seed in (0, 1))
+    assert "4 members trained as one" in result.stdout and result.stdout.count("final score at step 20") == 4
+    for name in names:
+        member = tmp_path / name
+        saved = json.loads((member / "results.json").read_text())
+        seed, alpha = int(name.split("__")[2]), float(name.split("__alpha")[1])
+        assert saved["status"] == "finished" and saved["group_size"] == 4
+        assert (saved["args"]["seed"], saved["args"]["alpha"], saved["args"]["seeds"]) == (seed, alpha, None)
+        assert [row["step"] for row in saved["evals"]] == [0, 10, 20]
+        assert "alpha" in saved["presets_overridden"] or "alpha" not in saved["presets_applied"]
+        assert list(member.glob("events.out.tfevents.*"))
+        assert evaluate_tool.main([str(member), "--episodes", "2", "--dataset-dir", str(minari_dir)]) == 0
+
+
+@pytest.mark.slow
+def test_a_group_of_one_seed_is_the_single_run(minari_dir, tmp_path):
+    run_script("train_iql.py", *pendulum_group(minari_dir, tmp_path / "single", "--seed", "3"))
+    run_script("train_iql.py", *pendulum_group(minari_dir, tmp_path / "seeds", "--seeds", "3"))
+    single = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=False)
+    group_of_one = torch.load(tmp_path / "seeds" / "checkpoint.pt", weights_only=False)
+    for name, state in single["state"]["critic"].items():
+        assert torch.equal(group_of_one["state"]["critic"][name], state)  # bit for bit: the same path
+
+
+@pytest.mark.slow
+def test_a_member_whose_losses_turn_nan_stops_alone(tmp_path, minari_dir):
+    """FQL with alpha inf for the second member: its actor loss is inf; it is marked failed with its last checkpoint
+    kept, the first member finishes (nothing of the second reaches it), and the process says so and exits 1."""
+    result = run_script(
+        "train_fql.py", *pendulum_group(minari_dir, tmp_path, "--member-values", "alpha=300,inf"), check=False
+    )
+    ok, broken = (tmp_path / f"test-pendulum-random-v0__fql__0__alpha{a}" for a in ("300", "inf"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: {broken.name}: loss/" in result.stderr and "it is stopped" in result.stderr
+    assert json.loads((ok / "results.json").read_text())["status"] == "finished"
+    failed = json.loads((broken / "results.json").read_text())
+    assert failed["status"] == "failed" and "became" in failed["error"]
+    assert "final score at step 20" in result.stdout
+
+
+def test_a_group_refuses_what_it_cannot_do_yet_in_one_line(minari_dir, tmp_path):
+    for extra, phrase in (
+        (["--online-steps", "10"], "--online-steps is not available for a group"),
+        (["--track"], "--track is not available for a group"),
+        (["--member-values", "lr=1e-3,1e-4"], "'lr' is not a field members may set each their own way"),
+        (["--member-values", "alpha=abc"], "expected FIELD=V1,V2,... with numbers"),
+        (["--member-values", "alpha=-1,3"], "--alpha must be at least 0, got -1.0"),
+        (["--seeds", "1", "1"], "name a member twice"),
+    ):
+        result = run_script("train_iql.py", *pendulum_group(minari_dir, tmp_path, "--seeds", "0", "1", *extra),
+                            check=False)  # fmt: skip
+        assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+        assert phrase in result.stderr, (phrase, result.stderr)

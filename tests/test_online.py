@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from offrl.args import import_script, parse_args
+from offrl.datasets import load_data
 from offrl.online import OnlineEnv, online_episode_seed
-from offrl.run import load_data
 from tests import toy_task
 from tests.helpers import REPO_ROOT, read_scalars, run_script, run_tiny_ogbench
 from tests.test_scripts import ROW_KEYS, SCRIPTS, tiny

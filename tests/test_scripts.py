@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from offrl.args import parse_args
-from offrl.run import load_data
+from offrl.datasets import load_data
 from tests.helpers import REPO_ROOT, read_scalars, run_full_and_resumed, run_script, run_tiny_ogbench
 
 TINY = ["--hidden-dims", "32", "32", "--batch-size", "64", "--eval-episodes", "2", "--eval-envs", "2"]
@@ -276,7 +276,7 @@ def test_values_that_are_almost_surely_mistakes_are_refused_or_warned_about(scri
 
 
 def test_an_unknown_device_is_one_line():
-    from offrl.run import resolve_device
+    from offrl.devices import resolve_device
 
     with pytest.raises(SystemExit, match="--device foo is not a torch device"):
         resolve_device("foo")

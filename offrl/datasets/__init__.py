@@ -4,9 +4,10 @@ by `load_dataset` (`load`) into the common `OfflineDataset` (`dataset`). `python
 
 from offrl.datasets.d4rl import d4rl_note, d4rl_to_minari
 from offrl.datasets.dataset import ACTION_CLIP, DatasetError, OfflineDataset, process_rewards, sample_batch
-from offrl.datasets.load import load_dataset, prepare_dataset
+from offrl.datasets.load import load_data, load_dataset, prepare_dataset
 
 __all__ = [
+    "load_data",
     "ACTION_CLIP",
     "DatasetError",
     "OfflineDataset",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+from typing import Any
 
 import torch
 
@@ -22,7 +23,7 @@ from offrl.datasets.ogbench import (
     resolve_ogbench_path,
 )
 
-__all__ = ["load_dataset", "prepare_dataset"]
+__all__ = ["load_data", "load_dataset", "prepare_dataset"]
 
 
 def load_dataset(
@@ -102,3 +103,18 @@ def prepare_dataset(
 
 # ----------------------------------------------------------------------------------------------------------------
 # OGBench
+
+
+def load_data(args: Any, device: torch.device) -> OfflineDataset:
+    """The run's dataset on `device` (`offrl.datasets.load_dataset`); a one-line `SystemExit` says what is wrong."""
+    try:
+        return load_dataset(
+            args.env_name,
+            dataset_dir=args.dataset_dir,
+            device=device,
+            reward_mode=args.reward_mode,
+            generate_episodes=args.generate_episodes,
+            success_timing=args.success_timing,
+        )
+    except (DatasetError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None

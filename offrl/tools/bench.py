@@ -48,8 +48,10 @@ import torch
 
 from offrl.args import find_scripts, import_script
 from offrl.args import parse_args as parse_script_args
+from offrl.checkpoint import seed_everything
 from offrl.compile import compiled, warmup_calls
-from offrl.run import load_data, resolve_device, seed_everything
+from offrl.datasets import load_data
+from offrl.devices import resolve_device
 
 MODE_FLAGS = {"eager": ["--no-compile"], "compile": ["--compile"], "cudagraphs": ["--compile", "--cudagraphs"]}
 REPO_ROOT = Path(__file__).resolve().parents[2]

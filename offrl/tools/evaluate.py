@@ -39,8 +39,9 @@ import torch
 from offrl.args import import_script, saved_args
 from offrl.atomic import atomic_write
 from offrl.checkpoint import checkpoint_path, read_checkpoint
+from offrl.datasets import load_data
+from offrl.devices import resolve_device
 from offrl.evaluation import evaluate
-from offrl.run import load_data, resolve_device
 from offrl.video import settle_gl_backend
 
 __all__ = ["ActingPolicy", "export_policy", "find_script", "load_agent", "main"]
