@@ -139,3 +139,20 @@ def test_threads_bench_runs_copies_side_by_side_with_each_thread_count(ogbench_d
     for row in report["rows"]:
         assert len(row["repeats"]) == 4  # two copies of two repeats
         assert row["total_updates_per_second"] > row["updates_per_second"] > 0
+
+
+def test_bench_members_times_groups_against_one_member(ogbench_dir, tmp_path):
+    from offrl.tools import bench_members
+
+    output = tmp_path / "members.json"
+    argv = ["--widths", "2x16", "--members", "1", "2", "--modes", "eager", "--steps", "2", "--repeats", "2",
+            "--episodes", "2", "--dataset-dir", str(ogbench_dir), "--output", str(output)]  # fmt: skip
+    assert bench_members.main(argv) == 0
+    rows = json.loads(output.read_text())["rows"]
+    assert [(row["members"], row["width"], row["mode"]) for row in rows] == [
+        (1, "16x16", "eager"),
+        (2, "16x16", "eager"),
+    ]
+    assert rows[0]["ratio_to_one"] == 1.0 and rows[1]["member_updates_per_second"] > 0 and len(rows[1]["rounds"]) == 2
+    with pytest.raises(SystemExit):
+        bench_members.main(["--members", "2", "4"])  # every ratio is to a single run: K = 1 first
