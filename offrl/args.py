@@ -27,6 +27,7 @@ import tyro
 from offrl.checkpoint import checkpoint_path, read_checkpoint
 from offrl.datasets import DatasetError, d4rl_to_minari
 from offrl.records import jsonable
+from offrl.rundir import read_group
 
 __all__ = [
     "ParsedArgs",
@@ -265,7 +266,8 @@ def parse_args(args_type: type, presets: Sequence[Preset] = (), argv: Sequence[s
     changes: dict[str, list[Any]] = {}
     fields = _fields_of(args_type)
     if plain.resume:
-        payload = read_checkpoint(checkpoint_path(plain.resume))
+        group = read_group(plain.resume)  # a group's folder: the group's own args (seeds, member values), last step
+        payload = group if group is not None else read_checkpoint(checkpoint_path(plain.resume))
         # the run directory is where the checkpoint is, wherever the run was started from
         saved = dataclasses.replace(saved_args(args_type, payload.get("args", {})), run_dir=None, resume=None)
         args, _ = _resolve_d4rl(tyro.cli(args_type, args=argv, default=saved))
@@ -289,7 +291,7 @@ def parse_args(args_type: type, presets: Sequence[Preset] = (), argv: Sequence[s
                 f"error: --resume {plain.resume}: the run's --dataset-dir {saved.dataset_dir} does not exist on this "
                 "machine; pass --dataset-dir with the folder that holds (or is to hold) the data here."
             )
-        taken = max(0, payload.get("step", 0) - saved.total_steps)  # the online steps the run has taken
+        taken = max(0, (payload.get("step") or 0) - saved.total_steps)  # the online steps the run has taken
         if taken > args.online_steps:
             raise SystemExit(
                 f"error: --resume {plain.resume}: {taken:,} online steps were taken; --online-steps "

@@ -1,8 +1,11 @@
 """The run directories of a group's members (`offrl.members`): each member is an ordinary run on disk.
 
 `Run` trains a group as one process; `MemberRuns` keeps what each member has of its own: its run directory (locked
-while the group runs), its TensorBoard events and results.json (`RunLogger`), its evaluations, its checkpoint (its
-part of the group's state, loadable by a single run: `offrl.members.member_state`) and its status. A member whose
+while the group runs) inside the group's folder, its TensorBoard events and results.json (`RunLogger`), its
+evaluations, its checkpoint (its part of the group's state, loadable by a single run: `offrl.members.member_state`)
+and its status. The folder's record (`GROUP_NAME`) holds the group's args, its members and the step of its last
+checkpoint; checkpoints are saved in two phases (`NEXT_NAME`, the record, the renames), so `--resume FOLDER` always
+finds every member at the record's step, however the process died. A member whose
 metrics turn NaN or inf is stopped alone: marked `failed` with its last checkpoint kept, while the others train on
 (its computation goes on inside the vectorized update, which no other member reads, and is no longer recorded).
 """
@@ -10,7 +13,9 @@ metrics turn NaN or inf is stopped alone: marked `failed` with its last checkpoi
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import pathlib
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,13 +23,17 @@ from typing import Any, TextIO
 
 import torch
 
-from offrl.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from offrl.atomic import atomic_write
+from offrl.checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint, set_rng_state
 from offrl.evaluation import evaluate_members
-from offrl.members import MemberGroup, member_state
-from offrl.records import RunLogger
-from offrl.rundir import default_run_dir, forget_fresh_run, take_run_dir
+from offrl.members import MemberGroup, member_state, stacked_state
+from offrl.records import RunLogger, jsonable, read_status
+from offrl.rundir import GROUP_NAME, default_run_dir, forget_fresh_run, read_group, take_run_dir
 
-__all__ = ["MemberRun", "MemberRuns"]
+__all__ = ["NEXT_NAME", "MemberRun", "MemberRuns"]
+
+NEXT_NAME = "checkpoint-next.pt"
+"""A member's checkpoint being saved, until the group's record names its step (`MemberRuns.save`)."""
 
 
 @dataclasses.dataclass
@@ -44,39 +53,45 @@ class MemberRun:
 class MemberRuns:
     """The members of one group, in the order of the stacked parameters."""
 
-    def __init__(self, member_args: Sequence[Any], run_dirs: Sequence[pathlib.Path], labels: Sequence[str]):
-        self.members = [
-            MemberRun(args, pathlib.Path(run_dir), label)
-            for args, run_dir, label in zip(member_args, run_dirs, labels, strict=True)
-        ]
+    def __init__(self, folder: pathlib.Path, resuming: bool = False):
+        self.folder, self.resuming = pathlib.Path(folder), resuming
+        self.members: list[MemberRun] = []
 
     @classmethod
     def plan(
         cls, args: Any, member_args: Sequence[Any], per_member_fields: Sequence[str], algo: str
     ) -> MemberRuns | None:
-        """A group's members, each in a run directory named as a single run of its seed (and of the coefficients
-        that differ, e.g. `__alpha30`); with --run-dir, inside that folder (without the time stamp). None for a
-        single run. What a group cannot do yet is refused in one line."""
-        if len(member_args) == 1:
+        """A group's members, in the group's folder (--run-dir, or runs/<env>__<algo>__seeds<...>__<time>), each in a
+        run directory named as a single run of its seed (and of the coefficients that differ, e.g. `__alpha30`).
+        With --resume FOLDER, its members (those not failed). None for a single run. What a group cannot do yet is
+        refused in one line."""
+        if len(member_args) == 1 and not (args.resume and read_group(args.resume)):
             return None
-        for given, why in ((args.resume, "--resume"), (args.online_steps, "--online-steps"), (args.track, "--track")):
+        for given, why in ((args.online_steps, "--online-steps"), (args.track, "--track")):
             if given:
                 raise SystemExit(
                     f"error: {why} is not available for a group of members (--seeds with several seeds, "
                     "--member-values) yet: run each seed as its own process"
                 )
+        seeds = "-".join(dict.fromkeys(str(member.seed) for member in member_args))
+        folder = pathlib.Path(args.resume or args.run_dir or default_run_dir(args.env_name, algo, f"seeds{seeds}"))
         varying = [name for name in per_member_fields if len({getattr(m, name) for m in member_args}) > 1]
-        dirs, labels = [], []
+        group = cls(folder, resuming=bool(args.resume))
         for member in member_args:
             label = "".join(f"__{name}{getattr(member, name):g}" for name in varying)
-            name = default_run_dir(args.env_name, algo, member.seed, label=label)
-            dirs.append(pathlib.Path(args.run_dir) / name.name.rsplit("__", 1)[0] if args.run_dir else name)
-            labels.append(f"{member.seed}" + "".join(f" {name}={getattr(member, name):g}" for name in varying))
-        return cls(member_args, dirs, labels)
+            run_dir = (
+                folder / f"{default_run_dir(args.env_name, algo, member.seed, label=label).name.rsplit('__', 1)[0]}"
+            )
+            if args.resume and read_status(run_dir) == "failed":
+                continue  # stopped alone earlier: it stays as it was
+            shown = f"{member.seed}" + "".join(f" {name}={getattr(member, name):g}" for name in varying)
+            group.members.append(MemberRun(member, run_dir, shown))
+        return group
 
     def description(self) -> str:
         """For the run's first lines: how many members, and where each writes."""
-        return f"{len(self)} members trained as one, run dirs {', '.join(str(m.run_dir) for m in self.members)}"
+        names = ", ".join(m.run_dir.name for m in self.members)
+        return f"{len(self)} members trained as one, in {self.folder}: {names}"
 
     def __iter__(self):
         return iter(self.members)
@@ -94,7 +109,7 @@ class MemberRuns:
         already taken."""
         try:
             for member in self.members:
-                member.lock = take_run_dir(member.run_dir, resuming=False)
+                member.lock = take_run_dir(member.run_dir, resuming=self.resuming)
         except BaseException:
             self.release()
             raise
@@ -105,7 +120,14 @@ class MemberRuns:
                 member.lock.close()
                 member.lock = None
 
-    def open(self, algo: str, fields: Mapping[str, Any], own_values: Sequence[str]) -> None:
+    def open(
+        self,
+        algo: str,
+        fields: Mapping[str, Any],
+        own_values: Sequence[str],
+        resume_step: int | None = None,
+        group_args: Any = None,
+    ) -> None:
         """Each member's logger (TensorBoard events, results.json with its own args). A preset of a field the members
         set each their own way (`own_values`, from --member-values) is recorded as overridden, with their value."""
         presets = fields.get("presets_applied") or {}
@@ -119,7 +141,11 @@ class MemberRuns:
                 own["presets_applied"] = {k: v for k, v in presets.items() if k not in overridden}
                 own["presets_overridden"] = {**(fields.get("presets_overridden") or {}), **overridden}
             args = dataclasses.asdict(member.args)
-            member.logger = RunLogger(member.run_dir, algo, member.args.env_name, args, **own)
+            member.logger = RunLogger(
+                member.run_dir, algo, member.args.env_name, args, resume_step=resume_step, **own
+            )  # fmt: skip
+        if resume_step is None and group_args is not None:  # a new group: its record, no checkpoint yet
+            self.record(group_args, None)
 
     def log(
         self, step: int, metrics: Mapping[str, torch.Tensor], shared: Mapping[str, float], last_step: int
@@ -196,15 +222,58 @@ class MemberRuns:
         mean = sum(scores) / max(len(scores), 1)
         return f"step {step:,}: {shown} {each} (seeds {names}; {seconds:.0f} s)", {shown: f"{mean:.3f}"}
 
-    def save(self, step: int, group: MemberGroup, objects: Mapping[str, Any]) -> None:
-        """Each training member's part of the group's state, as a single run's checkpoint in its run directory."""
+    def record(self, group_args: Any, step: int | None) -> None:
+        """The group's record in its folder (`GROUP_NAME`): its args, its members, its last saved step."""
+        record = {"args": jsonable(dataclasses.asdict(group_args)), "step": step,
+                  "members": [member.run_dir.name for member in self.members]}  # fmt: skip
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.folder / GROUP_NAME, lambda file: file.write(json.dumps(record, indent=2)))
+
+    def save(self, step: int, group: MemberGroup, objects: Mapping[str, Any], group_args: Any) -> None:
+        """Each training member's part of the group's state, as a single run's checkpoint in its run directory, in
+        two phases so that the members' checkpoints are always of one step, whenever the process is killed: every
+        `NEXT_NAME` first, then the group's record names the step, then each replaces its `checkpoint.pt`."""
         for index, member in enumerate(self.members):
             if member.failed is None:
                 save_checkpoint(
-                    member.run_dir / CHECKPOINT_NAME, step, member_state(group, objects, index),
+                    member.run_dir / NEXT_NAME, step, member_state(group, objects, index),
                     run_dir=str(member.run_dir), args=dataclasses.asdict(member.args),
                 )  # fmt: skip
-                member.saved_step = step
+        self.record(group_args, step)
+        for member in self.training:
+            os.replace(member.run_dir / NEXT_NAME, member.run_dir / CHECKPOINT_NAME)
+            member.saved_step = step
+
+    def resume(self, group: MemberGroup, objects: Mapping[str, Any], device: torch.device) -> int:
+        """Restore the group's state from its members' checkpoints of the step its record names (a checkpoint the
+        record does not name, left by a process killed while saving, is finished or dropped), and the process's RNG
+        states as they were at that step. Returns the step."""
+        step = read_group(self.folder)["step"]
+        if step is None:
+            raise SystemExit(f"error: --resume {self.folder}: the group had saved no checkpoint yet; start it anew.")
+        for member in self.members:
+            pending = member.run_dir / NEXT_NAME
+            if pending.is_file():
+                if read_checkpoint(pending, "cpu")["step"] == step:  # killed between the record and the rename
+                    os.replace(pending, member.run_dir / CHECKPOINT_NAME)
+                else:  # killed before the record: that step never was the group's
+                    pending.unlink()
+        payloads = [read_checkpoint(member.run_dir / CHECKPOINT_NAME, device) for member in self.members]
+        for member, payload in zip(self.members, payloads, strict=True):
+            if payload["step"] != step:
+                raise SystemExit(
+                    f"error: --resume {self.folder}: {member.run_dir.name}'s checkpoint is of step {payload['step']}, "
+                    f"the group's of step {step}; resume that member alone with --resume {member.run_dir}."
+                )
+            member.saved_step = step
+        state = stacked_state(group, objects, [payload["state"] for payload in payloads])
+        for name, obj in objects.items():
+            settings = [{k: v for k, v in g.items() if k != "params"} for g in getattr(obj, "param_groups", [])]
+            obj.load_state_dict(state[name])
+            for param_group, own in zip(getattr(obj, "param_groups", []), settings, strict=True):
+                param_group.update(own)  # this command line's settings (lr tensors), as `load_checkpoint` keeps
+        set_rng_state(payloads[0]["rng"])
+        return step
 
     def finish(self, status: str, fields: Mapping[str, Any]) -> list[str]:
         """Every member still training ends with `status`; results.json rewritten, loggers closed. Returns errors."""

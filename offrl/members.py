@@ -39,6 +39,7 @@ __all__ = [
     "member_state",
     "per_member",
     "stack_members",
+    "stacked_state",
     "varying_fields",
 ]
 
@@ -193,7 +194,7 @@ class MemberState:
             per_param = {
                 index: {
                     key: value[self.member].clone()
-                    if isinstance(value, torch.Tensor) and id(params[index]) in self.stacked
+                    if isinstance(value, torch.Tensor) and id(params[index]) in self.stacked and key != "step"
                     and value.shape == params[index].shape else value
                     for key, value in param_state.items()
                 }
@@ -207,6 +208,35 @@ def member_state(group: MemberGroup, objects: Mapping[str, Any], member: int) ->
     """{name: member `member`'s part of objects[name]} (`MemberState`), for its own checkpoint."""
     stacked = {id(param) for param in group.parameters().values()}
     return {name: MemberState(obj, member, stacked) for name, obj in objects.items()}
+
+
+def stacked_state(group: MemberGroup, objects: Mapping[str, Any], states: Sequence[Mapping[str, Any]]) -> dict:
+    """The group's state dicts made from its members' saved ones (`MemberState`'s inverse): {name: state dict} whose
+    stacked parameters and optimizer moments hold every member's, in order; the rest is the first member's."""
+    stacked = {id(param) for param in group.parameters().values()}
+    result = {}
+    for name, obj in objects.items():
+        first = states[0][name]
+        if isinstance(obj, nn.Module):
+            names = {key for key, param in obj.named_parameters() if id(param) in stacked}
+            result[name] = {
+                key: torch.stack([state[name][key] for state in states]) if key in names else value
+                for key, value in first.items()
+            }
+        elif isinstance(obj, torch.optim.Optimizer):
+            params = [param for param_group in obj.param_groups for param in param_group["params"]]
+            per_param = {}
+            for index, param_state in first["state"].items():
+                per_param[index] = {
+                    key: torch.stack([state[name]["state"][index][key] for state in states])
+                    if isinstance(value, torch.Tensor) and id(params[index]) in stacked and key != "step"
+                    and value.shape == params[index].shape[1:] else value
+                    for key, value in param_state.items()
+                }  # fmt: skip
+            result[name] = {**first, "state": per_param}
+        else:
+            result[name] = first
+    return result
 
 
 SEPARATE_FIELDS = ("seed", "seeds", "member_values", "run_dir", "resume")

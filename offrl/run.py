@@ -118,8 +118,9 @@ class Run:
             self.run_dir = pathlib.Path(args.run_dir or default_run_dir(args.env_name, self.algo, args.seed))
         self.group: MemberGroup | None = None  # several members trained as one (offrl.members), or a single run
         self.member_runs = MemberRuns.plan(args, self.member_args, self.per_member_fields, self.algo)
-        if self.member_runs is not None:
-            self.run_dir = self.member_runs.members[0].run_dir
+        if self.member_runs is not None:  # the group's folder holds its members' run directories
+            self.member_args = [member.args for member in self.member_runs]
+            self.run_dir = self.member_runs.folder
         self.data = None
         self.logger: RunLogger | None = None
         self.agent: Agent | None = None
@@ -233,7 +234,10 @@ class Run:
                 self.data.make_env, self.data.replay, self.data.process_rewards, args.seed, self.device
             )
             self._checkpointed.update(replay_buffer=self.data.replay, online_env=self.online_env)
-        if self.resuming:
+        if self.resuming and self.member_runs is not None:  # every member from its checkpoint of the group's step
+            self.start_step = self.saved_step = self.member_runs.resume(self.group, self._checkpointed, self.device)
+            self._print_resume()
+        elif self.resuming:
             payload = load_checkpoint(
                 args.resume, self._checkpointed, self.device, optional=("replay_buffer", "online_env")
             )
@@ -259,7 +263,7 @@ class Run:
             own_values = [
                 spec.split("=")[0].strip().removeprefix("--").replace("-", "_") for spec in args.member_values or ()
             ]
-            self.member_runs.open(self.algo, fields, own_values)
+            self.member_runs.open(self.algo, fields, own_values, self.start_step if self.resuming else None, args)
             self.logger = self.member_runs.members[0].logger
         else:
             self.logger = RunLogger(
@@ -512,7 +516,7 @@ class Run:
         the episode in progress; RNG states, step and args) atomically to <run_dir>/checkpoint.pt."""
         self._pause()
         if self.member_runs is not None:  # each member's part, as a single run's checkpoint in its own directory
-            self.member_runs.save(step, self.group, self._checkpointed or self.agent.state)
+            self.member_runs.save(step, self.group, self._checkpointed or self.agent.state, self.args)
             self.saved_step = step
             return
         if not all_finite(self.agent.nets):  # metrics are read before the last update: check what is saved too
@@ -540,11 +544,9 @@ class Run:
                 if self.agent is not None and (self.member_runs is not None or all_finite(self.agent.nets)):
                     try:
                         self.save(self.step)
-                        again = (
-                            f"--resume {self.run_dir}" if self.member_runs is None else
-                            "a member alone with --resume <its run dir> (a group cannot be resumed as one yet)"
-                        )  # fmt: skip
-                        messages.append(f"interrupted at step {self.step}; checkpoint saved. Continue with {again}")
+                        messages.append(
+                            f"interrupted at step {self.step}; checkpoint saved. Continue with --resume {self.run_dir}"
+                        )
                     except OSError as error:
                         errors.append(f"error: interrupted at step {self.step}, but saving failed: {error}; {kept}.")
                 else:

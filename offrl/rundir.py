@@ -4,6 +4,7 @@ new run is interrupted before it trained."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pathlib
 import re
@@ -13,10 +14,24 @@ from typing import TextIO
 from offrl.checkpoint import CHECKPOINT_NAME
 from offrl.records import read_status
 
-__all__ = ["LOCK_NAME", "default_run_dir", "forget_fresh_run", "take_run_dir"]
+__all__ = ["GROUP_NAME", "LOCK_NAME", "default_run_dir", "forget_fresh_run", "read_group", "take_run_dir"]
 
 LOCK_NAME = ".lock"
 """The lock file a live run holds in its run directory (`offrl.tools.sweep` reads it to tell a running job)."""
+
+GROUP_NAME = "group.json"
+"""In a group's folder (`offrl.member_runs`): its args, its members' run directories and its last saved step."""
+
+
+def read_group(path: str | os.PathLike) -> dict | None:
+    """The group record in the folder `path` (`GROUP_NAME`), or None when `path` is not a group's folder."""
+    record = pathlib.Path(path) / GROUP_NAME
+    if not record.is_file():
+        return None
+    try:
+        return json.loads(record.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise SystemExit(f"error: --resume {path}: its {GROUP_NAME} is not readable ({error})") from None
 
 
 def default_run_dir(

@@ -100,3 +100,24 @@ def test_fine_tuning_online_learns_what_the_offline_data_cannot_show(short_dir, 
     assert before["phase"] == "offline" and before["success"] <= 0.1, before  # the offline phase learned nothing
     assert offline[-1]["step"] == total and offline[-1]["success"] <= 0.1, offline[-1]  # nor do more offline steps
     assert online[-1]["step"] == total and online[-1]["success"] >= toy_task.PASS_SUCCESS, online[-1]
+
+
+def test_a_group_learns_as_its_single_runs_do(toy_dir, tmp_path):
+    """FQL, two seeds x alpha 3 (passes as a single run) and 10000 (distillation only: fails as a single run), as four
+    members of one process: each member lands on the side of the bar its single run does."""
+    run_script(
+        "train_fql.py", "--env-name", toy_task.DATASET_ID, "--dataset-dir", str(toy_dir), "--total-steps", "3000",
+        "--eval-every", "3000", "--run-dir", str(tmp_path), *SMALL, "--seeds", "0", "1",
+        "--member-values", "alpha=3,10000", env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    final = {
+        path.name.split("__", 2)[2]: json.loads((path / "results.json").read_text())["evals"][-1]["success"]
+        for path in tmp_path.iterdir()
+        if path.is_dir()
+    }
+    assert sorted(final) == ["0__alpha10000", "0__alpha3", "1__alpha10000", "1__alpha3"]
+    for member, success in final.items():
+        if member.endswith("alpha3"):
+            assert success >= toy_task.PASS_SUCCESS, (member, success)
+        else:
+            assert success < toy_task.PASS_SUCCESS - 0.2, (member, success)

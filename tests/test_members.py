@@ -205,7 +205,8 @@ def test_a_group_writes_each_member_as_an_ordinary_run(minari_dir, tmp_path):
 
     result = run_script("train_iql.py", *pendulum_group(minari_dir, tmp_path, "--seeds", "0", "1",
                         "--member-values", "alpha=3,10"))  # fmt: skip
-    names = sorted(path.name for path in tmp_path.iterdir())
+    names = sorted(path.name for path in tmp_path.iterdir() if path.is_dir())
+    assert json.loads((tmp_path / "group.json").read_text())["step"] == 20
     prefix = "test-pendulum-random-v0__iql__"
     assert names == sorted(f"{prefix}{seed}__alpha{alpha}" for alpha in (3, 10) for seed in (0, 1))
     assert "4 members trained as one" in result.stdout and result.stdout.count("final score at step 20") == 4
@@ -260,3 +261,31 @@ def test_a_group_refuses_what_it_cannot_do_yet_in_one_line(minari_dir, tmp_path)
                             check=False)  # fmt: skip
         assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
         assert phrase in result.stderr, (phrase, result.stderr)
+
+
+@pytest.mark.slow
+def test_a_group_resumes_as_if_never_stopped(minari_dir, tmp_path):
+    """Two members trained 30 steps in one go, and 10 steps then `--resume FOLDER --total-steps 30`: every member's
+    parameters are bit for bit the same (CPU, eager). A checkpoint left half-saved by a killed process (written, but
+    not yet named by the group's record) is dropped on resume."""
+    common = ["--seeds", "0", "1", "--member-values", "alpha=3,10"]
+    flags = pendulum_group(minari_dir, tmp_path / "full", *common)
+    run_script("train_iql.py", *flags[: flags.index("--total-steps")], *flags[flags.index("--total-steps") + 2 :],
+               "--total-steps", "30")  # fmt: skip
+    part = tmp_path / "part"
+    run_script("train_iql.py", *pendulum_group(minari_dir, part, *common), "--total-steps", "10")
+    record = json.loads((part / "group.json").read_text())
+    assert record["step"] == 10 and len(record["members"]) == 4
+    stale = part / record["members"][1] / "checkpoint-next.pt"  # a later save that never completed
+    torch.save({**torch.load(stale.with_name("checkpoint.pt"), weights_only=False), "step": 20}, stale)
+    resumed = run_script("train_iql.py", "--resume", str(part), "--total-steps", "30", "--dataset-dir", str(minari_dir))
+    assert "resuming at step 10" in resumed.stdout and not stale.exists()
+    for name in record["members"]:
+        full = torch.load(tmp_path / "full" / name / "checkpoint.pt", weights_only=False)
+        again = torch.load(part / name / "checkpoint.pt", weights_only=False)
+        assert full["step"] == again["step"] == 30
+        for net in ("critic", "actor", "value"):
+            for key, value in full["state"][net].items():
+                assert torch.equal(again["state"][net][key], value), (name, net, key)
+        saved = json.loads((part / name / "results.json").read_text())
+        assert saved["status"] == "finished" and [row["step"] for row in saved["evals"]] == [0, 10, 20, 30]
