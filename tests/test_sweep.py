@@ -59,6 +59,9 @@ def test_grid_is_a_cross_product_and_overrides_the_recommended_values(tmp_path):
     assert off.presets == {}
     with pytest.raises(ValueError, match="both"):
         sweep.build_jobs(["fql"], ["scene-play-singletask-v0"], [0], [{"alpha": "1"}], tmp_path, ["--alpha", "2"])
+    for grouped in (["--seeds", "0", "1"], ["--member-values", "alpha=3,10"]):  # a job is one run directory
+        with pytest.raises(ValueError, match="give the seeds to the sweep's own --seeds"):
+            sweep.build_jobs(["fql"], ["scene-play-singletask-v0"], [0], [{}], tmp_path, grouped)
     for bad in (["alpha"], ["alpha="], ["alpha=1", "alpha=2"]):
         with pytest.raises(ValueError):
             sweep.parse_grid(bad)

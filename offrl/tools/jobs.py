@@ -126,6 +126,12 @@ def build_jobs(
     """Every (algo, env, grid point, seed) as a Job; its run applies the script's presets, then the grid values, then
     the common flags (the flags win)."""
     explicit = _fields_set_by(common_flags)
+    grouped = explicit & {"seeds", "member_values"}
+    if grouped:  # each job is one run directory the sweep tracks; a group of members is a folder of them
+        raise ValueError(
+            f"--{sorted(grouped)[0].replace('_', '-')} after '--' would make every job a group of members; give the "
+            "seeds to the sweep's own --seeds (packing them into one process is not available in the sweep yet)"
+        )
     jobs = []
     for algo, env_name, point, seed in itertools.product(algos, envs, grid, seeds):
         clash = explicit & set(point)

@@ -43,7 +43,7 @@ README_END = "<!-- offrl.report: end -->"
 # Arguments that never tell two configurations apart.
 _NOT_HYPERPARAMETERS = {
     "seed", "run_dir", "resume", "device", "video", "dataset_dir", "eval_envs", "log_every", "save_every", "compile",
-    "cudagraphs", "env_name", "presets", "track", "wandb_project", "wandb_entity",
+    "cudagraphs", "env_name", "presets", "track", "wandb_project", "wandb_entity", "seeds", "member_values",
 }  # fmt: skip
 
 
