@@ -150,8 +150,8 @@ def test_bench_members_times_groups_against_one_member(ogbench_dir, tmp_path):
     assert bench_members.main(argv) == 0
     rows = json.loads(output.read_text())["rows"]
     assert [(row["members"], row["width"], row["mode"]) for row in rows] == [
-        (1, "16x16", "eager"),
-        (2, "16x16", "eager"),
+        (1, "2 x 16", "eager"),
+        (2, "2 x 16", "eager"),
     ]
     assert rows[0]["ratio_to_one"] == 1.0 and rows[1]["member_updates_per_second"] > 0 and len(rows[1]["rounds"]) == 2
     with pytest.raises(SystemExit):

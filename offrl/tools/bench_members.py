@@ -77,7 +77,7 @@ def group_rates(script: str, hidden: tuple[int, ...], mode: str, args: argparse.
     return [
         {
             "script": f"train_{script}.py",
-            "width": "x".join(map(str, hidden)),
+            "width": f"{len(hidden)} x {hidden[0]}",
             "mode": mode,
             "members": count,
             "member_updates_per_second": statistics.median(rates[count]),
