@@ -198,6 +198,7 @@ def test_a_report_has_a_title_and_says_what_its_numbers_mean(runs_root, tmp_path
     assert "FQL paper's numbers were made with OGBench 1.1" in text
     in_readme = readme.read_text()
     assert "# Results:" not in in_readme and "\n### cube-single\n" in in_readme  # under the README's own heading
+    assert "[the full report](out/report.md)" in in_readme and "IQM of final" not in in_readme  # a README stays short
 
 
 def test_success_is_drawn_on_a_0_to_100_axis_even_when_every_score_is_0(tmp_path):

@@ -385,9 +385,11 @@ def markdown(
     plots: dict[str, str],
     title: bool = True,
     reps: int = 10_000,
+    full_report: str | None = None,
 ) -> str:
     """The whole report as Markdown: how it was made, which evaluations it reports, then per domain the mean over
-    its tasks (with the IQM and its confidence interval), one row per task, and the curves."""
+    its tasks (with the IQM and its confidence interval), one row per task, and the curves. With `full_report` (a
+    link to report.md, for a README): how it was made, the per-task tables and the curves, then that link."""
     lines = [f"# {report_title(groups)}", ""] if title else []
     heading = "##" if title else "###"  # the README has its own "## Results" above the report
     if sweep:
@@ -409,18 +411,18 @@ def markdown(
     except ImportError:
         iqm = False
     ways = "; ".join(f"**{name}**, {meaning}" for name, meaning in EVALUATIONS.items())
-    lines += [f"Scores are percent. A run's score is taken three ways: {ways}."]
-    lines += [
+    explained = [
+        f"Scores are percent. A run's score is taken three ways: {ways}.",
         "± is the sample standard deviation over seeds (n - 1 in the denominator), as in the FQL paper's tables: a "
         "spread of the seeds, not a standard error or a confidence interval. Per domain, the first table averages "
-        "over its tasks (the papers' 5-task means) and over the seeds that finished every task (± the std over seeds "
-        "of their mean over tasks); its IQM is the interquartile mean of "
-        f"the final scores of all (seed, task) runs, with a 95% stratified-bootstrap confidence interval ({reps:,} "
-        "resamples of the runs within each task; rliable, Agarwal et al. 2021, https://arxiv.org/abs/2108.13264). "
-        "Every run's curve is in `curves.csv`.",
+        "over its tasks (the papers' 5-task means) and over the seeds that finished every task (± the std over "
+        "seeds of their mean over tasks); its IQM is the interquartile mean of the final scores of all (seed, task) "
+        f"runs, with a 95% stratified-bootstrap confidence interval ({reps:,} resamples of the runs within each "
+        "task; rliable, Agarwal et al. 2021, https://arxiv.org/abs/2108.13264). Every run's curve is in `curves.csv`.",
         "",
     ]
-    if not iqm:
+    lines += [] if full_report else explained
+    if not iqm and not full_report:
         lines += ["IQM and confidence intervals need rliable: `pip install 'offrl[report]'`.", ""]
     rows = domain_rows(groups)
     by_domain: dict[str, list[Group]] = defaultdict(list)
@@ -429,7 +431,7 @@ def markdown(
     for domain, domain_groups in sorted(by_domain.items()):
         lines += [f"{heading} {domain}", ""]
         here = [row for row in rows if row.domain == domain]
-        if here:
+        if here and not full_report:
             lines += domain_table(here, reps, iqm) + [""]
         lines += [
             "| task | algorithm | settings | seeds | steps | final (%) | last 3 (%) | best (%) | published (%) |",
@@ -454,7 +456,12 @@ def markdown(
         e for r in rows for e in published_for_domain(r)
     ]
     cited = [name for name in SOURCES if any(entry.source == name for entry in entries)]
-    if cited:
+    if full_report:
+        lines += [
+            f"Scores in percent, ± the sample std over seeds; what each column means, the mean over each domain's "
+            f"tasks with its IQM, and the published numbers' sources: [the full report]({full_report}).",
+        ]
+    elif cited:
         lines += ["Published numbers:", ""] + [f"- {name}: {SOURCES[name]}" for name in cited] + [""]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -571,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
         readme = pathlib.Path(args.readme)
         relative = pathlib.Path(os.path.relpath(output.resolve(), readme.resolve().parent)).as_posix()
         images = {k: f"{relative}/{v}" for k, v in plots.items()}
-        update_readme(readme, markdown(groups, runs, sweep, images, title=False, reps=args.bootstrap_reps))
+        text = markdown(groups, runs, sweep, images, False, args.bootstrap_reps, f"{relative}/report.md")
+        update_readme(readme, text)
         print(f"[report] updated {readme}")
     return 0
 
