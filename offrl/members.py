@@ -76,12 +76,14 @@ class MemberGroup:
         self.nets = dict(nets)
         self.varying = dict(varying)
         self._runner = _Runner(self.nets)
+        self._parameters = dict(self._runner.named_parameters())  # the same Parameter objects for the group's life
         for module in self.nets.values():
             module._offrl_member_group = self  # how `@per_member` recognizes a group's networks
 
     def parameters(self) -> dict[str, torch.Tensor]:
-        """{name: (K, *shape)}: every stacked parameter, by its name under the group's runner."""
-        return dict(self._runner.named_parameters())
+        """{name: (K, *shape)}: every stacked parameter, by its name under the group's runner (gathered once, not at
+        every update)."""
+        return self._parameters
 
     def call(self, fn: Callable[..., Any], args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Any:
         """fn(*args, **kwargs) once per member, vectorized: `MemberBatch` arguments are split along their first
