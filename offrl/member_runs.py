@@ -30,7 +30,7 @@ from offrl.members import MemberGroup, member_state, stacked_state
 from offrl.records import RunLogger, jsonable, read_status
 from offrl.rundir import GROUP_NAME, default_run_dir, forget_fresh_run, read_group, take_run_dir
 
-__all__ = ["NEXT_NAME", "MemberRun", "MemberRuns"]
+__all__ = ["NEXT_NAME", "MemberRun", "MemberRuns", "member_dir"]
 
 NEXT_NAME = "checkpoint-next.pt"
 """A member's checkpoint being saved, until the group's record names its step (`MemberRuns.save`)."""
@@ -48,6 +48,15 @@ class MemberRun:
     last_eval: dict[str, Any] | None = None
     saved_step: int | None = None
     failed: str | None = None  # why it stopped, while the others went on
+
+
+def member_dir(
+    folder: str | os.PathLike, env_name: str, algo: str, seed: int, values: Mapping[str, float]
+) -> pathlib.Path:
+    """A member's run directory in its group's folder, named as a single run of its seed and of the coefficients
+    that differ between the group's members (`values`), without the time: `<env>__<algo>__<seed>[__alpha30]`."""
+    label = "".join(f"__{name}{float(value):g}" for name, value in values.items())
+    return pathlib.Path(folder) / default_run_dir(env_name, algo, seed, label=label).name.rsplit("__", 1)[0]
 
 
 class MemberRuns:
@@ -78,10 +87,7 @@ class MemberRuns:
         varying = [name for name in per_member_fields if len({getattr(m, name) for m in member_args}) > 1]
         group = cls(folder, resuming=bool(args.resume))
         for member in member_args:
-            label = "".join(f"__{name}{getattr(member, name):g}" for name in varying)
-            run_dir = (
-                folder / f"{default_run_dir(args.env_name, algo, member.seed, label=label).name.rsplit('__', 1)[0]}"
-            )
+            run_dir = member_dir(folder, args.env_name, algo, member.seed, {n: getattr(member, n) for n in varying})
             if args.resume and read_status(run_dir) == "failed":
                 continue  # stopped alone earlier: it stays as it was
             shown = f"{member.seed}" + "".join(f" {name}={getattr(member, name):g}" for name in varying)

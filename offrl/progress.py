@@ -4,6 +4,9 @@ Redirected to a file (a Slurm job, `nohup`), a progress bar's redraws are ~10 `\
 11 MB per million steps); `progress_display` gives a `StatusLines` there instead, which prints one line every
 `STATUS_EVERY_SECONDS` (step, updates/s, the latest score, the time left) and the lines the run writes (evaluations,
 notes). Both take the same calls: `update`, `set_postfix`, `set_description`, `write`, `close`.
+
+`TrainingClock` times a run's updates with compilation, evaluation, logging and saving left out: the updates/s that
+the progress line, TensorBoard and results.json show.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import sys
 import time
 from typing import Any, TextIO
 
+import torch
 from tqdm import tqdm
 
 __all__ = [
     "ESTIMATE_AFTER_STEPS",
     "STATUS_EVERY_SECONDS",
     "StatusLines",
+    "TrainingClock",
     "long_run_note",
     "progress_display",
 ]
@@ -29,6 +34,78 @@ ESTIMATE_AFTER_STEPS = 20
 LONG_RUN_HOURS = 3.0
 """A run whose estimate exceeds this says so (`long_run_note`), with `QUICK_RUN_FLAGS`."""
 QUICK_RUN_FLAGS = "--total-steps 20000 --hidden-dims 256 256 --eval-every 5000 --eval-episodes 20"
+
+
+class TrainingClock:
+    """The training time of a run's steps: each step's clock runs from the step's start to its first bookkeeping
+    (`pause`: logging, evaluating, saving) or its end; warm-up steps (compilation, CUDA graph capture) count apart.
+
+    Attributes: train_seconds and timed_steps (offline steps), online_seconds and online_timed_steps (online steps:
+    an environment step and an update), compile_seconds (warm-up steps).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.train_seconds, self.online_seconds, self.compile_seconds = 0.0, 0.0, 0.0
+        self.timed_steps, self.online_timed_steps = 0, 0
+        self._start: float | None = None
+        self._paused, self._warming, self._online = True, False, False
+
+    def start_step(self, warming: bool, online: bool) -> None:
+        """A step begins: a warm-up step (timed apart), an online step or an offline one."""
+        if self._start is None:
+            self._start = time.perf_counter()
+        self._warming, self._online, self._paused = warming, online, False
+
+    def end_step(self) -> None:
+        """The step ended: count it, and start the next step's clock now if bookkeeping paused this one."""
+        if self._warming:  # compilation is kept out of the throughput
+            self.pause()
+        elif self._online:
+            self.online_timed_steps += 1
+        else:
+            self.timed_steps += 1
+        if self._paused:
+            self._start = time.perf_counter()
+        self._paused = False
+
+    def pause(self) -> None:
+        """Stop this step's clock (the first bookkeeping call of a step; later calls do nothing). On CUDA, waits for
+        the queued kernels first, so that their time counts."""
+        if self._paused or self._start is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - self._start
+        if self._warming:
+            self.compile_seconds += seconds
+        elif self._online:
+            self.online_seconds += seconds
+        else:
+            self.train_seconds += seconds
+        self._paused = True
+
+    def catch_up(self) -> None:
+        """Add the time since the clock last started to the totals; the clock goes on running."""
+        if not self._paused and self._start is not None:
+            self.pause()
+            self._start, self._paused = time.perf_counter(), False
+
+    @property
+    def timed(self) -> int:
+        """Steps timed so far (offline and online), warm-up excluded."""
+        return self.timed_steps + self.online_timed_steps
+
+    @property
+    def steps_per_second(self) -> float | None:
+        """Offline updates per second so far, compilation, evaluation and logging excluded (None before any)."""
+        return self.timed_steps / self.train_seconds if self.timed_steps and self.train_seconds > 0 else None
+
+    @property
+    def online_steps_per_second(self) -> float | None:
+        """Online steps (environment step + update) per second so far, as `steps_per_second` (None before any)."""
+        seconds, count = self.online_seconds, self.online_timed_steps
+        return count / seconds if count and seconds > 0 else None
 
 
 def long_run_note(

@@ -44,7 +44,7 @@ from offrl.member_runs import MemberRuns
 from offrl.members import MemberGroup, build_members
 from offrl.networks import eval_mode
 from offrl.online import OnlineEnv
-from offrl.progress import ESTIMATE_AFTER_STEPS, long_run_note, progress_display
+from offrl.progress import ESTIMATE_AFTER_STEPS, TrainingClock, long_run_note, progress_display
 from offrl.records import RunLogger, git_commit, software_versions, start_tracking
 from offrl.rundir import default_run_dir, forget_fresh_run, take_run_dir
 from offrl.stopping import (
@@ -135,12 +135,9 @@ class Run:
         self.tracker = None  # the W&B run of --track
         self._score_postfix: dict[str, str] = {}
         self.saved_step: int | None = None
-        self.train_seconds, self.compile_seconds, self.timed_steps = 0.0, 0.0, 0
-        self.online_seconds, self.online_timed_steps = 0.0, 0
+        self.clock = TrainingClock(self.device)  # updates/s with compilation, evaluation and logging left out
         self._lock = None
         self._bar = None
-        self._interval_start: float | None = None
-        self._paused, self._warming = True, False
         self._last_checked = 0
         self._wall_start = time.perf_counter()
 
@@ -297,26 +294,17 @@ class Run:
             raise RuntimeError("Run.steps() before Run.start(agent)")
         args, warmup = self.args, WARMUP_CALLS
         self._bar = progress_display(self.final_step, self.start_step, self._phase_name(self.start_step + 1))
-        self._interval_start = time.perf_counter()
         while self.step < self.final_step and not self.stop.requested:
             self.step += 1
             if self.step == args.total_steps + 1 and args.online_steps:
                 self._bar.set_description(self._phase_name(self.step), refresh=False)
             # the first `warmup` steps of this process and of the online phase (whose acting policy may compile)
-            self._warming = self.step - self.start_step <= warmup or 0 < self.step - args.total_steps <= warmup
-            self._paused = False
+            warming = self.step - self.start_step <= warmup or 0 < self.step - args.total_steps <= warmup
+            self.clock.start_step(warming, self.in_online_phase(self.step))
             yield self.step
-            if self._warming:  # compilation is kept out of the throughput
-                self._pause()
-            elif self.in_online_phase(self.step):
-                self.online_timed_steps += 1
-            else:
-                self.timed_steps += 1
-            if not self._warming and self.timed_steps + self.online_timed_steps == ESTIMATE_AFTER_STEPS:
+            self.clock.end_step()
+            if not warming and self.clock.timed == ESTIMATE_AFTER_STEPS:
                 self._say_if_long()
-            if self._paused:
-                self._interval_start = time.perf_counter()
-            self._paused = False
             self._bar.update(1)
 
     def _phase_name(self, step: int) -> str:
@@ -340,8 +328,8 @@ class Run:
 
     def _say_if_long(self) -> None:
         """After the first timed steps: say once, above the progress bar, if the rest would take hours."""
-        self._pause()  # brings the training clock up to date
-        rate, args = self.online_steps_per_second or self.steps_per_second, self.args
+        self.clock.catch_up()
+        rate, args = self.clock.online_steps_per_second or self.clock.steps_per_second, self.args
         per_episode = self.logger.results.get("eval_seconds_per_episode") or 0.0
         left = self.final_step - self.step
         note = long_run_note(rate, left, args.eval_every, args.eval_episodes, per_episode, self.device.type)
@@ -372,35 +360,6 @@ class Run:
         """Every --save-every steps, at the end of the offline phase and at the end."""
         return step % self.args.save_every == 0 or step in (self.args.total_steps, self.final_step)
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def _pause(self) -> None:
-        """Stop this step's training clock (the first bookkeeping call of a step; later calls do nothing)."""
-        if self._paused or self._interval_start is None:
-            return
-        self._sync()
-        seconds = time.perf_counter() - self._interval_start
-        if self._warming:
-            self.compile_seconds += seconds
-        elif self.in_online_phase(self.step):
-            self.online_seconds += seconds
-        else:
-            self.train_seconds += seconds
-        self._paused = True
-
-    @property
-    def steps_per_second(self) -> float | None:
-        """Offline updates per second so far, compilation, evaluation and logging excluded (None before any)."""
-        return self.timed_steps / self.train_seconds if self.timed_steps and self.train_seconds > 0 else None
-
-    @property
-    def online_steps_per_second(self) -> float | None:
-        """Online steps (environment step + update) per second so far, as `steps_per_second` (None before any)."""
-        seconds, count = self.online_seconds, self.online_timed_steps
-        return count / seconds if count and seconds > 0 else None
-
     def log(
         self,
         step: int,
@@ -409,7 +368,7 @@ class Run:
     ) -> None:
         """Read the update's metrics back (the only host sync), check them for NaN/inf, add the validation losses
         (when the dataset has a validation split) and the throughput, and log them to TensorBoard."""
-        self._pause()
+        self.clock.pause()
         if self.member_runs is not None:
             return self._log_members(step, metrics, validation)
         values = {name: value.item() for name, value in metrics.items()}
@@ -417,8 +376,8 @@ class Run:
         self._last_checked = step
         if validation is not None and self.data.val is not None:
             values.update({name: value.item() for name, value in validation().items()})
-        rate, online_rate = self.steps_per_second, self.online_steps_per_second
-        values["time/train_seconds"] = self.train_seconds + self.online_seconds
+        rate, online_rate = self.clock.steps_per_second, self.clock.online_steps_per_second
+        values["time/train_seconds"] = self.clock.train_seconds + self.clock.online_seconds
         if rate is not None:
             values["time/steps_per_second"] = rate
         if online_rate is not None:
@@ -437,8 +396,8 @@ class Run:
         throughput; a member whose metrics are not finite is stopped alone (`MemberRuns.log`)."""
         if validation is not None and self.data.val is not None:
             metrics = {**metrics, **validation()}
-        rate = self.steps_per_second
-        shared = {"time/train_seconds": self.train_seconds, **({"time/steps_per_second": rate} if rate else {})}
+        rate = self.clock.steps_per_second
+        shared = {"time/train_seconds": self.clock.train_seconds, **({"time/steps_per_second": rate} if rate else {})}
         for line in self.member_runs.log(step, metrics, shared, self._last_checked):
             self._bar.write(f"[{self.algo}] {line}", file=sys.stderr)  # a member stopped alone
         self._last_checked = step
@@ -464,7 +423,7 @@ class Run:
     def evaluate(self, step: int, policy: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
         """Run --eval-episodes episodes of `policy` (the networks in eval mode) and record them (results.json,
         TensorBoard); returns the results.json row."""
-        self._pause()
+        self.clock.pause()
         if self.member_runs is not None:
             return self._evaluate_members(step, policy)
         args, data = self.args, self.data
@@ -504,7 +463,7 @@ class Run:
         where = f" (online, {phase['env_steps']:,} env steps)" if phase.get("phase") == "online" else ""
         line = f"[{self.algo}] step {step:,}{where}: {shown} {self.last_eval[name]:.3f} ({seconds:.0f} s)"
         if self._bar is not None:
-            rate = self.online_steps_per_second if self.in_online_phase(step) else self.steps_per_second
+            rate = self.clock.online_steps_per_second if self.in_online_phase(step) else self.clock.steps_per_second
             self._bar.set_postfix({"sps": f"{rate or 0:.0f}", **self._score_postfix})
             self._bar.write(line)
         else:
@@ -514,7 +473,7 @@ class Run:
     def save(self, step: int) -> None:
         """Write the checkpoint (`agent.state`, in the online phase's runs also the replay buffer's online rows and
         the episode in progress; RNG states, step and args) atomically to <run_dir>/checkpoint.pt."""
-        self._pause()
+        self.clock.pause()
         if self.member_runs is not None:  # each member's part, as a single run's checkpoint in its own directory
             self.member_runs.save(step, self.group, self._checkpointed or self.agent.state, self.args)
             self.saved_step = step
@@ -564,7 +523,7 @@ class Run:
         finally:
             if self._bar is not None:
                 self._bar.close()
-            self._pause()
+            self.clock.pause()
             if self.logger is not None:
                 self._finish_results(status, errors)
                 if status == "interrupted" and self.step == 0 and not self.resuming:
@@ -590,8 +549,8 @@ class Run:
 
     def _finish_results(self, status: str, errors: list[str]) -> None:
         if self.member_runs is not None:
-            fields = {"final_step": self.step, "train_steps_per_second": self.steps_per_second,
-                      "compile_seconds": self.compile_seconds, "dataset": self.data.metadata,
+            fields = {"final_step": self.step, "train_steps_per_second": self.clock.steps_per_second,
+                      "compile_seconds": self.clock.compile_seconds, "dataset": self.data.metadata,
                       "torch_threads": torch.get_num_threads(), "group_size": len(self.member_runs)}  # fmt: skip
             errors += self.member_runs.finish(status, fields)
             if any(member.failed for member in self.member_runs):  # stopped alone earlier (their lines said why)
@@ -600,15 +559,15 @@ class Run:
         before = self.logger.results  # a resumed run that timed no step of a phase keeps the earlier rate
         online = {}
         if self.online_env is not None:
-            rate = self.online_steps_per_second or before.get("online_steps_per_second")
+            rate = self.clock.online_steps_per_second or before.get("online_steps_per_second")
             online = {"online_steps_per_second": rate, "env_steps": self.online_env.env_steps}
         try:
             self.logger.write_results(
                 status=status,
                 final_step=self.step,
-                train_steps_per_second=self.steps_per_second or before.get("train_steps_per_second"),
+                train_steps_per_second=self.clock.steps_per_second or before.get("train_steps_per_second"),
                 **online,
-                compile_seconds=self.compile_seconds,
+                compile_seconds=self.clock.compile_seconds,
                 dataset=self.data.metadata,
                 torch_threads=torch.get_num_threads(),
             )

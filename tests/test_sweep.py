@@ -16,6 +16,8 @@ import time
 import pytest
 import torch
 
+from offrl.args import import_script, member_args, parse_args, per_member_fields
+from offrl.member_runs import MemberRuns
 from offrl.tools import jobs as sweep_jobs
 from offrl.tools import report, sweep
 from tests.helpers import REPO_ROOT
@@ -101,7 +103,7 @@ def test_local_sweep_runs_every_job_then_a_rerun_starts_none(tmp_path, minari_di
     def no_job(*args, **kwargs):
         raise AssertionError("a finished job was started again")
 
-    monkeypatch.setattr(sweep, "run_job", no_job)
+    monkeypatch.setattr(sweep, "run_process", no_job)
     capsys.readouterr()
     assert sweep.main(sweep_args(root, minari_dir)) == 0
     assert "4 done (of 4 jobs)" in capsys.readouterr().out
@@ -154,6 +156,92 @@ def test_interrupted_jobs_resume_failed_ones_are_skipped_locked_ones_left_alone(
     assert all(json.loads((jobs[s] / "results.json").read_text())["status"] == "finished" for s in (1, 2))
     (kept,) = (root / ".superseded").rglob("results.json")
     assert json.loads(kept.read_text())["status"] == "failed"
+
+
+def test_jobs_differing_in_seed_and_member_coefficients_are_packed_as_the_group_names_them(tmp_path):
+    grid = sweep.parse_grid(["alpha=3,10", "hidden_dims=64 64"])
+    env = "cube-single-play-singletask-task1-v0"
+    jobs = sweep.build_jobs(["fql"], [env], [0, 1, 2], grid, tmp_path, ["--total-steps", "9"], members_per_process=4)
+    groups: dict[str, list] = {}
+    for job in jobs:
+        groups.setdefault(job.group, []).append(job)
+    base = tmp_path / env / "fql" / "hidden_dims=64-64"
+    # 2 alphas x 2 seeds fill a group of 4; seed 2's two alphas make a group of 2
+    assert sorted(groups) == [str(base / "group-seeds0-1__alpha=3-10"), str(base / "group-seeds2__alpha=3-10")]
+    module = import_script(REPO_ROOT / "train_fql.py")
+    for folder, members in groups.items():
+        flags = members[0].group_flags
+        assert flags[-2:] == ["--total-steps", "9"] and "--member-values" in flags
+        args = parse_args(module.Args, module.PRESETS, flags).args
+        planned = MemberRuns.plan(args, member_args(args, per_member_fields(module.Args)), ("alpha",), "fql")
+        assert planned.folder == pathlib.Path(folder)
+        assert sorted(str(m.run_dir) for m in planned) == sorted(job.run_dir for job in members)
+        for job in members:  # a member's own flags are its single run's, in the same directory
+            single = parse_args(module.Args, module.PRESETS, job.flags).args
+            assert single.run_dir == job.run_dir and single.alpha == float(job.grid["alpha"])
+    # both alphas fit in a group of 2: a group per seed
+    jobs = sweep.build_jobs(["fql"], [env], [0, 1, 2], grid, tmp_path, [], members_per_process=2)
+    assert sorted({pathlib.Path(j.group).name for j in jobs}) == [f"group-seeds{s}__alpha=3-10" for s in range(3)]
+    # more combinations than fit: a group per alpha; a group of one stays a single job
+    grid = sweep.parse_grid(["alpha=3,10,30"])
+    jobs = sweep.build_jobs(["fql"], [env], [0, 1, 2], grid, tmp_path, [], members_per_process=2)
+    by_seed_alpha = {(j.seed, j.grid["alpha"]): j for j in jobs}
+    assert pathlib.Path(by_seed_alpha[(0, "3")].group).name == "group-seeds0-1__alpha=3"
+    assert by_seed_alpha[(0, "3")].group == by_seed_alpha[(1, "3")].group != by_seed_alpha[(0, "10")].group
+    assert by_seed_alpha[(2, "3")].group is None and by_seed_alpha[(2, "3")].run_dir.endswith("alpha=3/seed2")
+    # a field members cannot set each their own way (hidden_dims) never varies within a group
+    grid = sweep.parse_grid(["hidden_dims=8,16"])
+    jobs = sweep.build_jobs(["fql"], [env], [0, 1], grid, tmp_path, [], members_per_process=4)
+    assert len({job.group for job in jobs}) == 2
+    assert all(len({j.grid["hidden_dims"] for j in jobs if j.group == job.group}) == 1 for job in jobs)
+
+
+def test_a_group_starts_and_resumes_as_one_process_and_a_mixture_goes_on_alone(tmp_path):
+    env = "cube-single-play-singletask-task1-v0"
+    jobs = sweep.build_jobs(["iql"], [env], [0, 1], [{}], tmp_path, [], members_per_process=2)
+    folder = jobs[0].group
+    states = {job.run_dir: "new" for job in jobs}
+    (process,) = sweep_jobs.processes_for(jobs, states, jobs)
+    assert process.flags == jobs[0].group_flags and "--resume" not in process.flags and len(process.jobs) == 2
+    pathlib.Path(folder).mkdir(parents=True)
+    (pathlib.Path(folder) / "group.json").write_text("{}")
+    states = {jobs[0].run_dir: "resume", jobs[1].run_dir: "failed"}  # a member stopped alone; the group resumes
+    (process,) = sweep_jobs.processes_for(jobs[:1], states, jobs)
+    assert process.flags[-2:] == ["--resume", folder] and process.jobs == jobs[:1]
+    states = {jobs[0].run_dir: "done", jobs[1].run_dir: "new"}  # a failed member retried: alone, in its directory
+    (process,) = sweep_jobs.processes_for(jobs[1:], states, jobs)
+    assert process.flags == jobs[1].flags and process.folder == jobs[1].run_dir
+
+
+@pytest.mark.slow
+def test_a_packed_sweep_trains_groups_resumes_them_and_reruns_a_failed_member_alone(tmp_path, minari_dir, capsys):
+    root = tmp_path / "sweep"
+    command = ["--algos", "iql", "--envs", ENV, "--seeds", "0", "1", "2", "--root", str(root), "--dataset-dir",
+               str(minari_dir), "--jobs", "2", "--members-per-process", "2", "--", *TINY]  # fmt: skip
+    assert sweep.main(command) == 0
+    out = capsys.readouterr().out
+    assert "3 job(s) in 2 process(es), 1 of them groups of members" in out
+    folder = root / "test-pendulum-random-v0" / "iql" / "group-seeds0-1"
+    members = sorted(p for p in folder.iterdir() if p.is_dir())
+    assert [p.name for p in members] == ["test-pendulum-random-v0__iql__0", "test-pendulum-random-v0__iql__1"]
+    results = results_of(root)
+    assert len(results) == 3 and all(r["status"] == "finished" for r in results.values())
+    assert [results[str(p.relative_to(root))]["group_size"] for p in members] == [2, 2]
+    assert "--seeds 0 1" in (folder / "sweep.log").read_text()
+    table = report.main([str(root), "--output", str(tmp_path / "report")])
+    assert table == 0 and "| 3 |" in (tmp_path / "report" / "report.md").read_text()  # three seeds, one row
+    # the group interrupted (checkpoints saved): a rerun resumes it as one process
+    for member in members:
+        result = json.loads((member / "results.json").read_text())
+        (member / "results.json").write_text(json.dumps({**result, "status": "interrupted"}))
+    assert sweep.main(command) == 0
+    assert "2 resume" in capsys.readouterr().out and f"--resume {folder}" in (folder / "sweep.log").read_text()
+    # one member failed: --retry-failed trains it again alone, in its own directory
+    result = json.loads((members[1] / "results.json").read_text())
+    (members[1] / "results.json").write_text(json.dumps({**result, "status": "failed"}))
+    assert sweep.main([*command[: -len(TINY) - 1], "--retry-failed", "--", *TINY]) == 0
+    assert "--seed 1" in (members[1] / "sweep.log").read_text()
+    assert json.loads((members[1] / "results.json").read_text())["status"] == "finished"
 
 
 @pytest.mark.slow

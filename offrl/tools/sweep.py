@@ -15,6 +15,12 @@ run directory is fixed by what identifies it,
     a process is training in it               skip (the lock the run itself holds in its directory)
 Missing datasets are downloaded or generated once, before any job starts, never by concurrent jobs.
 
+With --members-per-process K, jobs that differ only in seed (and in --grid coefficients the script lets members set
+each their own way, such as alpha) train as members of one process (`--seeds`, `--member-values`): up to K of them in
+a group folder `<root>/<env>/<algo>[/<other grid values>]/group-seeds<...>`, each member still a run directory of its
+own there (what the report reads). A group starts, and resumes, as one process; when its members' states differ (a
+failed member retried with --retry-failed), each unfinished member goes on alone in its own directory.
+
 Executors:
     local           concurrent processes on this machine: --jobs at a time (default: 4 per GPU as in the FQL
                     author's runs, or one per CPU core), each with its own GPU slot or CPU threads;
@@ -22,7 +28,8 @@ Executors:
                     with the sweep that waits for them (killed or interrupted), except with --no-wait;
     slurm           job groups submitted as a Slurm array through submitit: each array task gets one GPU and runs
                     --jobs-per-task jobs side by side on it.
-Every job's output goes to <run_dir>/sweep.log; the sweep's command, machine and job list to <root>/sweep.json.
+Every job's output goes to <run_dir>/sweep.log (a group's to <group folder>/sweep.log); the sweep's command, machine
+and job list to <root>/sweep.json.
 `--report DIR` runs `python -m offrl.tools.report` on the root when the jobs are done.
 """
 
@@ -52,12 +59,15 @@ from offrl.tools import report
 from offrl.tools.bench import machine
 from offrl.tools.jobs import (
     JOB_RECORD,
+    TO_RUN,
     Job,
+    TrainingProcess,
     build_jobs,
     is_locked,
     job_flag_error,
     job_state,
     parse_grid,
+    processes_for,
     set_aside,
     state_from_files,
 )
@@ -128,49 +138,65 @@ def _hold_alive_file(folder: pathlib.Path):
     path.unlink(missing_ok=True)
 
 
-def run_job(job: Job, scripts_dir: str, env: dict[str, str], watch: _SweepWatch | None = None) -> dict[str, Any]:
-    """Run one job to its end in a subprocess (resuming it if it has a checkpoint); returns its outcome.
+def run_process(
+    process: TrainingProcess, scripts_dir: str, env: dict[str, str], watch: _SweepWatch | None = None
+) -> list[dict[str, Any]]:
+    """Run one process to its end (a job's run, resumed if it has a checkpoint, or a group of members); returns the
+    outcome of each of its jobs.
 
-    The job's run holds the lock of its run directory for its whole life, so a second sweep over the same root sees
-    it running and skips it (and a job started twice stops at once, saying so).
+    A run holds the lock of its run directory (a group: of each member's) for its whole life, so a second sweep
+    over the same root sees it running and skips it (and a job started twice stops at once, saying so).
     """
-    run_dir = pathlib.Path(job.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    folder = pathlib.Path(process.folder)
     start = time.perf_counter()
-    if is_locked(run_dir):
-        return {"job": job.name, "state": "locked", "returncode": None, "seconds": 0.0}
-    state = state_from_files(run_dir)
-    if state in ("done", "failed"):
-        return {"job": job.name, "state": state, "returncode": 0, "seconds": 0.0}
-    command = [sys.executable, str(pathlib.Path(scripts_dir) / f"train_{job.algo}.py"), *job.flags]
-    if state == "resume":
-        command += ["--resume", str(run_dir)]
-    (run_dir / JOB_RECORD).write_text(json.dumps({**dataclasses.asdict(job), "command": command}, indent=2))
-    with open(run_dir / "sweep.log", "a") as log:
+    if any(is_locked(pathlib.Path(job.run_dir)) for job in process.jobs):
+        return [{"job": job.name, "state": "locked", "returncode": None, "seconds": 0.0} for job in process.jobs]
+    states = [state_from_files(pathlib.Path(job.run_dir)) for job in process.jobs]
+    if all(state in ("done", "failed") for state in states):
+        return [
+            {"job": job.name, "state": state, "returncode": 0, "seconds": 0.0}
+            for job, state in zip(process.jobs, states, strict=True)
+        ]
+    command = [sys.executable, str(pathlib.Path(scripts_dir) / f"train_{process.algo}.py"), *process.flags]
+    folder.mkdir(parents=True, exist_ok=True)
+    for job in process.jobs:
+        pathlib.Path(job.run_dir).mkdir(parents=True, exist_ok=True)
+        record = {**dataclasses.asdict(job), "command": command, "log": str(folder / "sweep.log")}
+        (pathlib.Path(job.run_dir) / JOB_RECORD).write_text(json.dumps(record, indent=2))
+    with open(folder / "sweep.log", "a") as log:
         log.write(f"\n$ {shlex.join(command)}\n")
         log.flush()
         # the job stops (saving a checkpoint) when this process dies, even by SIGKILL: offrl.stopping.stop_with_parent
         job_env = {**os.environ, **env, STOP_WITH_PARENT: str(os.getpid())}
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=job_env)
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=job_env)
         if watch is not None:
-            watch.started(process)
+            watch.started(child)
         try:
-            returncode = process.wait()
+            returncode = child.wait()
         except BaseException:
-            process.wait()  # a Ctrl-C reached the job too: let it save its checkpoint
+            child.wait()  # a Ctrl-C reached the job too: let it save its checkpoint
             raise
         finally:
             if watch is not None:
-                watch.ended(process)
-    outcome = state_from_files(run_dir)
-    return {"job": job.name, "state": outcome, "returncode": returncode, "seconds": time.perf_counter() - start}
+                watch.ended(child)
+    seconds = time.perf_counter() - start
+    return [
+        {"job": job.name, "state": state_from_files(pathlib.Path(job.run_dir)), "returncode": returncode,
+         "seconds": seconds, "log": str(folder / "sweep.log")}
+        for job in process.jobs
+    ]  # fmt: skip
 
 
 def run_group(
-    jobs: list[Job], concurrency: int, scripts_dir: str, progress: bool = False, sweep_alive_file: str | None = None
+    processes: list[TrainingProcess],
+    concurrency: int,
+    scripts_dir: str,
+    progress: bool = False,
+    sweep_alive_file: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run `jobs` on this machine, `concurrency` at a time, each in its own GPU slot (round robin over the visible
-    GPUs) or with its share of the CPU cores as threads. This is what a local sweep and each cluster task run.
+    """Run `processes` on this machine, `concurrency` at a time, each in its own GPU slot (round robin over the
+    visible GPUs) or with its share of the CPU cores as threads. This is what a local sweep and each cluster task
+    run. Returns the outcome of each job.
 
     With `sweep_alive_file` (a submitit-local task), the jobs stop when the sweep holding that file's lock is gone.
     """
@@ -188,11 +214,11 @@ def run_group(
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     gpu_ids = visible.split(",") if visible else [str(i) for i in range(gpus)]
 
-    def run_in_slot(job: Job) -> dict[str, Any]:
+    def run_in_slot(process: TrainingProcess) -> list[dict[str, Any]]:
         slot = slots.get()
         if watch.gone:
             slots.put(slot)
-            return {"job": job.name, "state": job_state(job), "returncode": None, "seconds": 0.0}
+            return [{"job": j.name, "state": job_state(j), "returncode": None, "seconds": 0.0} for j in process.jobs]
         try:
             # a thread count the user set is theirs (torch reads MKL_NUM_THREADS over OMP_NUM_THREADS, so either one
             # leaves both alone); otherwise each job gets its share of the cores
@@ -200,19 +226,20 @@ def run_group(
             env = {} if any(name in os.environ for name in names) else {name: str(threads) for name in names}
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
-            return run_job(job, scripts_dir, env, watch)
+            return run_process(process, scripts_dir, env, watch)
         finally:
             slots.put(slot)
 
     outcomes = []
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency)
     try:
-        futures = {pool.submit(run_in_slot, job): job for job in jobs}
+        futures = {pool.submit(run_in_slot, process): process for process in processes}
+        total = sum(len(process.jobs) for process in processes)
         for future in concurrent.futures.as_completed(futures):
-            outcome = future.result()
-            outcomes.append(outcome)
-            if progress:
-                print(f"[sweep] {len(outcomes)}/{len(jobs)} {_describe(outcome, futures[future])}", flush=True)
+            for outcome, job in zip(future.result(), futures[future].jobs, strict=True):
+                outcomes.append(outcome)
+                if progress:
+                    print(f"[sweep] {len(outcomes)}/{total} {_describe(outcome, job)}", flush=True)
     except KeyboardInterrupt:
         # The running jobs got the same Ctrl-C: they save a checkpoint and exit. Start no new one.
         pool.shutdown(wait=True, cancel_futures=True)
@@ -229,15 +256,16 @@ def _describe(outcome: dict[str, Any], job: Job) -> str:
         score = last["success"] if last["success"] is not None else last["normalized_score"]
         text += f", score {score:.3f} at step {last['step']}"
     if outcome["state"] != "done":
-        text += f" (log: {job.run_dir}/sweep.log)" + "".join(f"\n    {line}" for line in _last_error_lines(job))
+        log = outcome.get("log", f"{job.run_dir}/sweep.log")
+        text += f" (log: {log})" + "".join(f"\n    {line}" for line in _last_error_lines(log))
     return text
 
 
-def _last_error_lines(job: Job, most: int = 3) -> list[str]:
-    """The job's last words in its sweep.log: the lines from the last that starts with 'error' or a traceback's last
+def _last_error_lines(log: str, most: int = 3) -> list[str]:
+    """A job's last words in its sweep.log: the lines from the last that starts with 'error' or a traceback's last
     line, else its last lines (at most `most`)."""
     with contextlib.suppress(OSError):
-        lines = [line.rstrip() for line in (pathlib.Path(job.run_dir) / "sweep.log").read_text().splitlines()]
+        lines = [line.rstrip() for line in pathlib.Path(log).read_text().splitlines()]
         lines = [line for line in lines if line.strip() and not line.startswith("$ ")]
         errors = [i for i, line in enumerate(lines) if "error" in line.lower()]
         return lines[errors[-1] :][:most] if errors else lines[-most:]
@@ -314,6 +342,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )  # fmt: skip
     parser.add_argument("--jobs-per-gpu", type=int, default=4, help="concurrent jobs per GPU (default: 4)")
     parser.add_argument(
+        "--members-per-process", type=int, default=1, metavar="K",
+        help="train up to K jobs that differ only in seed (and in --grid coefficients the script lets members set "
+        "each their own way, e.g. alpha) in one process, as members of one vectorized update; each member is still "
+        "its own run directory (default: 1, a process per job)",
+    )  # fmt: skip
+    parser.add_argument(
         "--jobs-per-task", type=int, default=None,
         help="submitit: jobs run side by side in one task (default: --jobs-per-gpu for slurm, 1 for submitit-local)",
     )  # fmt: skip
@@ -332,7 +366,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "--scripts-dir", default=str(REPO_ROOT), help="folder holding train_<algo>.py (default: the repository)"
     )
     args = parser.parse_args(own)
-    for name in ("jobs", "jobs_per_gpu", "jobs_per_task", "generate_episodes"):
+    for name in ("jobs", "jobs_per_gpu", "jobs_per_task", "generate_episodes", "members_per_process"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -365,7 +399,9 @@ def _prepare_datasets(args: argparse.Namespace) -> None:
         print(f"[sweep] dataset for {env_name}: {where}", flush=True)
 
 
-def _submit(args: argparse.Namespace, jobs: list[Job], root: pathlib.Path) -> list[dict[str, Any]] | None:
+def _submit(
+    args: argparse.Namespace, processes: list[TrainingProcess], root: pathlib.Path
+) -> list[dict[str, Any]] | None:
     try:
         import submitit
     except ImportError:
@@ -373,7 +409,7 @@ def _submit(args: argparse.Namespace, jobs: list[Job], root: pathlib.Path) -> li
             "error: --executor submitit-local/slurm needs submitit: pip install 'offrl[cluster]'"
         ) from None
     per_task = args.jobs_per_task or (args.jobs_per_gpu if args.executor == "slurm" else 1)
-    groups = [jobs[i : i + per_task] for i in range(0, len(jobs), per_task)]
+    groups = [processes[i : i + per_task] for i in range(0, len(processes), per_task)]
     folder = root / "submitit"
     if args.executor == "slurm":
         try:
@@ -397,7 +433,7 @@ def _submit(args: argparse.Namespace, jobs: list[Job], root: pathlib.Path) -> li
         submitted = executor.map_array(
             run_group, groups, [per_task] * n, [args.scripts_dir] * n, [False] * n, [alive_file] * n
         )
-        print(f"[sweep] submitted {n} task(s) of up to {per_task} job(s): {[j.job_id for j in submitted]}")
+        print(f"[sweep] submitted {n} task(s) of up to {per_task} process(es): {[j.job_id for j in submitted]}")
         print(f"[sweep] submitit logs: {folder}", flush=True)
         if args.no_wait:
             return None
@@ -417,8 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     root = pathlib.Path(args.root)
     try:
         jobs = build_jobs(
-            args.algos, args.envs, args.seeds, parse_grid(args.grid), root, common_flags, args.scripts_dir
-        )
+            args.algos, args.envs, args.seeds, parse_grid(args.grid), root, common_flags, args.scripts_dir,
+            args.members_per_process,
+        )  # fmt: skip
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -442,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.suppress(OSError, json.JSONDecodeError):
                 if json.loads(done_record.read_text()).get("flags") != job.flags:
                     print(f"[sweep] note: {job.name} finished with other flags; use a new --root to rerun it.")
-    todo = [job for job in jobs if states[job.run_dir] in ("new", "resume", "restart")]
+    todo = [job for job in jobs if states[job.run_dir] in TO_RUN]
+    processes = processes_for(todo, states, jobs)
     if args.dry_run:
         for job in jobs:
             presets = " ".join(f"{k}={v}" for k, v in job.presets.items())
@@ -450,6 +488,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {states[job.run_dir]:>7}  train_{job.algo}.py {shlex.join(job.flags)}"
                 + (f"   (presets: {presets})" if presets else "")
             )
+        for process in processes:
+            if len(process.jobs) > 1:
+                print(
+                    f"  {len(process.jobs)} members in one process: train_{process.algo}.py {shlex.join(process.flags)}"
+                )
         return 0
     _record(root, argv, jobs, args.scripts_dir)
     if todo:
@@ -460,14 +503,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[sweep] {job.name}: no checkpoint to resume from; old folder moved to {moved}")
         if args.executor == "local":
             concurrency = args.jobs or _default_concurrency(args.jobs_per_gpu)
-            print(f"[sweep] running {len(todo)} job(s), {concurrency} at a time; logs in <run_dir>/sweep.log")
+            grouped = sum(len(process.jobs) > 1 for process in processes)
+            packed = f" in {len(processes)} process(es), {grouped} of them groups of members" if grouped else ""
+            where = "<run_dir>/sweep.log" + (" (a group's: <group folder>/sweep.log)" if grouped else "")
+            print(f"[sweep] running {len(todo)} job(s){packed}, {concurrency} at a time; logs in {where}")
             try:
-                outcomes = run_group(todo, concurrency, args.scripts_dir, progress=True)
+                outcomes = run_group(processes, concurrency, args.scripts_dir, progress=True)
             except KeyboardInterrupt:
                 print("\n[sweep] interrupted: running jobs saved checkpoints. Rerun the same command to resume.")
                 return 130
         else:
-            outcomes = _submit(args, todo, root)
+            outcomes = _submit(args, processes, root)
             if outcomes is None:
                 return 0
         unfinished = [o for o in outcomes if o["state"] != "done"]
