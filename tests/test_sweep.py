@@ -367,6 +367,12 @@ def test_threads_default_to_the_cores_this_process_may_use(tmp_path, minari_dir,
     assert sweep.main(["--root", str(tmp_path / "one-core"), *one_job]) == 0
     (result,) = results_of(tmp_path / "one-core").values()
     assert result["torch_threads"] == 1
+    # one process to run (a job, or a group of members) gets every core even when --jobs would allow more
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    two_jobs = [*one_job[: one_job.index("--jobs")], "--jobs", "2", *one_job[one_job.index("--jobs") + 2 :]]
+    assert sweep.main(["--root", str(tmp_path / "two-cores"), *two_jobs]) == 0
+    (result,) = results_of(tmp_path / "two-cores").values()
+    assert result["torch_threads"] == 2
 
 
 @pytest.mark.parametrize(

@@ -205,9 +205,10 @@ def run_group(
     watch = _SweepWatch(sweep_alive_file)
 
     gpus = torch.cuda.device_count()
-    # cores / jobs, measured best on 2 cores (python -m offrl.tools.bench --threads 1 2 --jobs 1 2): one job trains
-    # 1.5-1.7x faster with both cores than with one, two jobs 3x slower each with two threads than with one
-    threads = max(1, usable_cores() // concurrency)
+    # cores / processes running at once, measured best on 2 cores (python -m offrl.tools.bench --threads 1 2 --jobs
+    # 1 2): one job trains 1.5-1.7x faster with both cores than with one, two jobs 3x slower each with two threads
+    # than with one; fewer processes than --jobs (a group of members, the last job) share the cores among them
+    threads = max(1, usable_cores() // max(1, min(concurrency, len(processes))))
     slots: queue.Queue[int] = queue.Queue()
     for slot in range(concurrency):
         slots.put(slot)
