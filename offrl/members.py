@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -154,6 +155,7 @@ def per_member(losses: Callable[..., Any]) -> Callable[..., Any]:
         loss, *rest = group.call(losses, args, kwargs)
         return (loss.sum(), *rest)
 
+    call.per_member = True  # what `build_members` looks for in the script
     return call
 
 
@@ -273,6 +275,14 @@ def build_members(
     """The script's `build(args, data, device)` once per member, each after `seed(its seed)`, stacked into one agent
     whose update trains every member (the first member's update, on stacked parameters) and whose policy maps
     observations (K, N, S) to actions (K, N, A). `data` then samples a batch per member. Returns (agent, group)."""
+    script = sys.modules.get(build.__module__)
+    if script is not None and not any(getattr(value, "per_member", False) is True for value in vars(script).values()):
+        raise SystemExit(
+            f"error: {getattr(script, '__file__', build.__module__)} marks none of its loss functions @per_member: a "
+            "group of members (--seeds with several seeds, --member-values) runs the losses once for all members "
+            "through them. Add `from offrl.members import per_member` and `@per_member` above each loss function, "
+            "or run each seed alone (--seed)"
+        )
     varying = varying_fields(member_args, per_member_fields)
     agents = []
     for index, args in enumerate(member_args):

@@ -149,6 +149,19 @@ def test_a_group_refuses_members_that_differ_in_a_shared_field():
         varying_fields([args, dataclasses.replace(args, lr=1e-3)], fields)
 
 
+def test_a_script_whose_losses_are_not_marked_per_member_is_refused_as_a_group(tmp_path):
+    """Without @per_member the losses would meet the stacked parameters (a shape error deep inside torch)."""
+    source = (REPO_ROOT / "train_iql.py").read_text()
+    assert "\n@per_member" in source
+    (tmp_path / "train_plain.py").write_text(source.replace("\n@per_member", "\n"))
+    module = import_script(tmp_path / "train_plain.py")
+    args = module.Args(**{**SMALL, "compile": False})
+    with pytest.raises(SystemExit, match=r"train_plain.py marks none of its loss functions @per_member"):
+        group(module, [args, dataclasses.replace(args, seed=1)])
+    module, args = script_and_args("iql")
+    group(module, [args, dataclasses.replace(args, seed=1)])  # the script itself passes
+
+
 @pytest.mark.parametrize("algo", ["iql", "sacbc"])
 def test_the_groups_policy_is_each_members_own(algo):
     module, args = script_and_args(algo)
