@@ -4,15 +4,16 @@
     python parity/speed.py iql --repo PATH/TO/fql --dataset-dir DIR
     python parity/speed.py fan --repo PATH/TO/FAN --dataset-dir DIR
 
-For each width (`--widths`, default 2x64 2x256 4x512, actor and critic alike): the authors' agent with their config
-at that width (FQL alpha 300, FAN discount 0.99: the settings `parity/one_update.py` compares at), trained as their
+For each width (`--widths`, default 2x64 2x256 4x512, actor and critic alike): the authors' agent with their config at
+that width (FQL alpha 300, FAN discount 0.99: the settings `parity/one_update.py` compares at), trained as their
 `main.py` trains it (`train_dataset.sample(256)`, then the jitted `agent.update(batch)`), and offrl's script on the same
 file with the same settings, its `update()` (which draws its own batch) eager and compiled. Everything runs in this one
-process on one thread: XLA with `--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1` (set before jax
-is imported), torch with `torch.set_num_threads(1)`. After warm-up (compilation timed apart), `--rounds` rounds follow;
-in each, every implementation runs a block of updates, the order rotating from round to round, so neighbouring blocks
-see the same machine. The table gives each one's median updates/s and the median over rounds of its ratio to the
-authors' block of the same round.
+process, pinned to one core (`os.sched_setaffinity`, before jax or torch start a thread), with one thread each where the
+libraries allow it: XLA with `--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`, torch with
+`torch.set_num_threads(1)`; the table's CPU/wall column (process CPU seconds per second of a block) shows one core.
+After warm-up (compilation timed apart), `--rounds` rounds follow; in each, every implementation runs a block of
+updates, the order rotating from round to round, so neighbouring blocks see the same machine. The table gives each one's
+median updates/s and the median over rounds of its ratio to the authors' block of the same round.
 
 The limit: the same run's single-thread rate of a (256 x 512) @ (512 x 512) matrix product (GFLOP/s, torch), and the
 fraction of it each update reaches, from the FLOPs of one offrl update (`torch.utils.flop_counter`; the authors'
@@ -28,9 +29,13 @@ from __future__ import annotations
 
 import os
 
+# One core: XLA's CPU client of recent jax keeps a thread pool that these flags no longer limit (a jitted matmul ran at
+# 1.9 CPU-seconds per second with them), so the process is also pinned to one core before any library starts a thread.
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 ).strip()
+if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
@@ -142,36 +147,39 @@ def measure(algo: str, dataset_dir: Path, hidden: tuple[int, ...], steps: int, r
             step()
         synced()
     rates: dict[str, list[float]] = {name: [] for name in runs}
+    busy: dict[str, list[float]] = {name: [] for name in runs}
     order = list(runs)
     for index in range(rounds):
         shift = index % len(order)
         for name in order[shift:] + order[:shift]:
             step, synced = runs[name]
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for _ in range(steps - 1):
                 step()
             synced()
-            rates[name].append(steps / (time.perf_counter() - start))
+            seconds = time.perf_counter() - start
+            rates[name].append(steps / seconds)
+            busy[name].append((time.process_time() - cpu) / seconds)
     base = rates["authors (JAX)"]
     return [
         {"algo": algo, "width": f"{len(hidden)} x {hidden[0]}", "implementation": name, "rounds": rates[name],
          "updates_per_second": statistics.median(rates[name]),
          "ratio_to_authors": statistics.median(r / b for r, b in zip(rates[name], base, strict=True)),
-         "gflop_per_update": flops / 1e9, "warmup_seconds": warm[name]}
+         "gflop_per_update": flops / 1e9, "warmup_seconds": warm[name], "cpu_per_wall": statistics.median(busy[name])}
         for name in runs
     ]  # fmt: skip
 
 
 def table(rows: list[dict], limit: float) -> str:
     lines = [
-        "| width | implementation | updates/s (median) | vs authors (median of rounds) | GFLOP/s | of matmul rate |",
-        "|---|---|---|---|---|---|",
+        "| width | implementation | updates/s | vs authors (median of rounds) | GFLOP/s | of matmul | CPU/wall |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         rate = row["updates_per_second"] * row["gflop_per_update"]
         lines.append(
             f"| {row['width']} | {row['implementation']} | {row['updates_per_second']:.1f} | "
-            f"{row['ratio_to_authors']:.2f}x | {rate:.0f} | {rate / limit:.0%} |"
+            f"{row['ratio_to_authors']:.2f}x | {rate:.0f} | {rate / limit:.0%} | {row['cpu_per_wall']:.2f} |"
         )
     return "\n".join(lines)
 
