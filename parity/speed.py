@@ -1,6 +1,7 @@
-"""Training updates per second of the authors' JAX code and of offrl, one thread each, side by side.
+"""Training updates per second of the authors' JAX code and of offrl, on the same cores, side by side.
 
     python parity/speed.py fql --repo PATH/TO/fql --dataset-dir DIR
+    python parity/speed.py fql --repo PATH/TO/fql --dataset-dir DIR --cores 2    # both on two cores
     python parity/speed.py iql --repo PATH/TO/fql --dataset-dir DIR
     python parity/speed.py fan --repo PATH/TO/FAN --dataset-dir DIR
 
@@ -11,11 +12,12 @@ file with the same settings, its `update()` (which draws its own batch) eager an
 process, pinned to one core (`os.sched_setaffinity`, before jax or torch start a thread), with one thread each where the
 libraries allow it: XLA with `--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`, torch with
 `torch.set_num_threads(1)`; the table's CPU/wall column (process CPU seconds per second of a block) shows one core.
+`--cores N` pins it to N cores instead, XLA with its own threads and torch with N.
 After warm-up (compilation timed apart), `--rounds` rounds follow; in each, every implementation runs a block of
 updates, the order rotating from round to round, so neighbouring blocks see the same machine. The table gives each one's
 median updates/s and the median over rounds of its ratio to the authors' block of the same round.
 
-The limit: the same run's single-thread rate of a (256 x 512) @ (512 x 512) matrix product (GFLOP/s, torch), and the
+The limit: the same run's rate of a (256 x 512) @ (512 x 512) matrix product (GFLOP/s, torch, on those cores), and the
 fraction of it each update reaches, from the FLOPs of one offrl update (`torch.utils.flop_counter`; the authors'
 update does the same products).
 
@@ -28,21 +30,35 @@ ml_collections next to offrl (docs/parity.md).
 from __future__ import annotations
 
 import os
+import sys
 
-# One core: XLA's CPU client of recent jax keeps a thread pool that these flags no longer limit (a jitted matmul ran at
-# 1.9 CPU-seconds per second with them), so the process is also pinned to one core before any library starts a thread.
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-).strip()
+
+def cores_asked(argv: list[str]) -> int:
+    """The value of --cores (read before anything starts a thread; argparse checks it again later)."""
+    for index, token in enumerate(argv):
+        if token == "--cores" and index + 1 < len(argv) and argv[index + 1].isdigit():
+            return max(1, int(argv[index + 1]))
+        if token.startswith("--cores=") and token.split("=", 1)[1].isdigit():
+            return max(1, int(token.split("=", 1)[1]))
+    return 1
+
+
+# The cores: XLA's CPU client of recent jax keeps a thread pool that its single-thread flags no longer limit (a jitted
+# matmul ran at 1.9 CPU-seconds per second with them), so the process is pinned to its cores before any library
+# starts a thread; torch gets as many threads.
+CORES = cores_asked(sys.argv)
+if CORES == 1:
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    ).strip()
 if hasattr(os, "sched_setaffinity"):
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:CORES]))
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -71,7 +87,7 @@ def width(text: str) -> tuple[int, ...]:
 
 
 def matmul_gflops(seconds: float = 2.0) -> float:
-    """Single-thread GFLOP/s of a (256 x 512) @ (512 x 512) product, repeated for about `seconds`."""
+    """GFLOP/s of a (256 x 512) @ (512 x 512) product in torch (its threads), repeated for about `seconds`."""
     n, k, m = MATMUL
     a, b = torch.randn(n, k), torch.randn(k, m)
     for _ in range(20):
@@ -194,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         "--steps", type=int, nargs="+", default=None, help="updates per block, one per width (default: 1000, 300, 30)"
     )
     parser.add_argument("--rounds", type=int, default=5, help="rounds of blocks (default: 5)")
+    parser.add_argument(
+        "--cores", type=int, default=1, help="cores the process is pinned to, and torch's threads (default: 1)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     if not (args.repo / "agents").is_dir():
@@ -204,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or [defaults.get(w, 100) for w in args.widths]
     if len(steps) != len(args.widths):
         parser.error("--steps takes one value per width")
-    torch.set_num_threads(1)
+    if args.cores < 1:
+        parser.error("--cores must be at least 1")
+    torch.set_num_threads(CORES)
     sys.path.insert(0, str(args.repo.resolve()))
     rows = []
     limit = matmul_gflops()
@@ -212,10 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         rows += measure(args.algo, args.dataset_dir, width(text), count, args.rounds)
         print(f"[speed] {args.algo} {text} done", file=sys.stderr, flush=True)
     limit = statistics.mean([limit, matmul_gflops()])  # before and after, on a drifting machine
-    print(f"{args.algo}, one thread each, {machine()}; single-thread matmul {MATMUL}: {limit:.0f} GFLOP/s")
+    where = "one core" if CORES == 1 else f"{CORES} cores, torch with {CORES} threads"
+    print(f"{args.algo}, {where}, {machine()}; matmul {MATMUL} with that many threads: {limit:.0f} GFLOP/s")
     print(table(rows, limit))
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "matmul_gflops": limit, "rows": rows}, indent=1))
+        args.json.write_text(
+            json.dumps({"machine": machine(), "cores": CORES, "matmul_gflops": limit, "rows": rows}, indent=1)
+        )
     return 0
 
 
