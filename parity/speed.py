@@ -75,15 +75,10 @@ from one_update import ENV_NAME, SCRIPTS, offrl_args, ogbench_home, reference_co
 from offrl.compile import compiled, warmup_calls  # noqa: E402
 from offrl.datasets import load_data  # noqa: E402
 from offrl.tools.bench import machine  # noqa: E402
+from offrl.tools.bench_members import width  # noqa: E402
 
 CPU = torch.device("cpu")
 MATMUL = (256, 512, 512)  # (batch, in, out): a hidden layer of the default networks on a batch
-
-
-def width(text: str) -> tuple[int, ...]:
-    """'2x256' -> (256, 256)."""
-    layers, _, size = text.partition("x")
-    return (int(size),) * int(layers)
 
 
 def matmul_gflops(seconds: float = 2.0) -> float:
