@@ -38,11 +38,32 @@ def compiled(fn: Callable, enabled: bool, cudagraphs: bool, device: torch.device
         warnings.warn(f"--cudagraphs needs a CUDA device; ignored on {device.type}", stacklevel=2)
         cudagraphs = False
     if enabled:
-        # Random numbers come from Inductor's own generator: the same distributions as eager, not the same numbers.
-        # ATen's generator (`fallback_random`) would match eager draws, but with it torch 2.13 merged identical
-        # `randn_like` calls into one tensor (FQL's three noises became one): tests/test_runs.py checks they differ.
-        fn = torch.compile(fn, dynamic=False)
+        fn = torch.compile(fn, dynamic=False, options={"fallback_random": _aten_random_numbers(device)})
     return CUDAGraphed(fn, name=name) if cudagraphs else fn
+
+
+def _aten_random_numbers(device: torch.device) -> bool:
+    """Whether a compiled update on `device` draws its random numbers with ATen's generator (`fallback_random`).
+
+    On CPU it does: Inductor's own CPU generator computes each number with a scalar Philox call inside the kernels
+    that use it (again in each kernel that reads it), which cost FQL's compiled 2 x 64 update about a tenth of its
+    time; ATen fills each tensor with one vectorized call, and draws the same numbers as an eager update would from the
+    same state. Under `fallback_random` torch 2.13 merges identical `randn_like` calls into one tensor (its graph
+    simplification does not count `randn_like` among the random operations it must keep apart; FQL's three noises
+    became one): they are added to that list here, and where the list is not found, Inductor's generator is kept.
+    tests/test_runs.py checks that FQL's compiled noises differ. On CUDA Inductor's generator is kept (fused, fast).
+    """
+    if device.type == "cuda":
+        return False
+    from torch._functorch import compile_utils  # noqa: PLC0415
+
+    kept_apart = getattr(compile_utils, "rand_ops", None)
+    if not isinstance(kept_apart, list):
+        return False
+    for op in (torch.ops.aten.randn_like, torch.ops.aten.rand_like, torch.ops.aten.randint_like):
+        if op not in kept_apart:
+            kept_apart.append(op)
+    return True
 
 
 WARMUP_CALLS = 3

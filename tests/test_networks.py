@@ -6,7 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from offrl.networks import MLP, EnsembleLinear, EnsembleMLP, GaussianActor, polyak_update_, variance_scaling_
+from offrl.networks import (
+    MLP,
+    EnsembleLinear,
+    EnsembleMLP,
+    GaussianActor,
+    TanhGELU,
+    polyak_update_,
+    variance_scaling_,
+)
 
 
 def test_mlp_layout_and_init():
@@ -14,7 +22,7 @@ def test_mlp_layout_and_init():
     mlp = MLP(10, (64, 64), 3, layer_norm=True)
     kinds = [type(m) for m in mlp.net]
     # LayerNorm comes after the activation on every hidden layer; none after the output layer.
-    assert kinds == [nn.Linear, nn.GELU, nn.LayerNorm, nn.Linear, nn.GELU, nn.LayerNorm, nn.Linear]
+    assert kinds == [nn.Linear, TanhGELU, nn.LayerNorm, nn.Linear, TanhGELU, nn.LayerNorm, nn.Linear]
     assert mlp(torch.randn(7, 10)).shape == (7, 3)
     assert mlp(torch.randn(2, 7, 10)).shape == (2, 7, 3)
     first = mlp.net[0]
@@ -34,13 +42,14 @@ def test_variance_scaling_bound_and_std():
     assert w.std().item() == pytest.approx(limit / math.sqrt(3), rel=0.05)
 
 
-def test_ensemble_linear_matches_separate_layers():
+@pytest.mark.parametrize("out_dim", [4, 1])  # one output: computed as a product and a sum, not a batched matmul
+def test_ensemble_linear_matches_separate_layers(out_dim):
     torch.manual_seed(0)
-    layer = EnsembleLinear(3, 5, 4)
+    layer = EnsembleLinear(3, 5, out_dim)
     torch.nn.init.normal_(layer.bias)
     x = torch.randn(8, 5)
     out = layer(x)
-    assert out.shape == (3, 8, 4)
+    assert out.shape == (3, 8, out_dim)
     for e in range(3):
         torch.testing.assert_close(out[e], x @ layer.weight[e] + layer.bias[e])
     per_member = torch.randn(3, 8, 5)
@@ -82,7 +91,7 @@ def test_ensemble_has_no_python_loop_over_members():
     from torch.profiler import ProfilerActivity, profile
 
     def count_mm(members: int) -> int:
-        net = EnsembleMLP(members, 4, (8, 8), 1)
+        net = EnsembleMLP(members, 4, (8, 8), 2)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             net(torch.randn(3, 4))
         return sum(e.count for e in prof.key_averages() if e.key in ("aten::baddbmm", "aten::bmm", "aten::mm"))
@@ -194,6 +203,8 @@ def test_numerics_are_flax_defaults():
     tanh_gelu = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
     mlp = MLP(3, (101,), 1, layer_norm=True).double()
     torch.testing.assert_close(mlp.net[1](x), tanh_gelu, rtol=0, atol=1e-12)
+    compiled_gelu = torch.compile(mlp.net[1], dynamic=False)  # computed as x * sigmoid(2 u) when compiled
+    torch.testing.assert_close(compiled_gelu(x), tanh_gelu, rtol=0, atol=1e-12)
     # A row with a small spread: (h - mean) / sqrt(var + eps) tells eps = 1e-6 from torch's 1e-5.
     h = 1e-3 * torch.randn(5, 101, dtype=torch.float64)
     flax_layer_norm = (h - h.mean(-1, keepdim=True)) / torch.sqrt(h.var(-1, unbiased=False, keepdim=True) + 1e-6)
@@ -202,3 +213,15 @@ def test_numerics_are_flax_defaults():
     torch.testing.assert_close(
         ensemble.net[2](h.expand(2, 5, 101)), flax_layer_norm.expand(2, 5, 101), rtol=0, atol=1e-9
     )
+
+
+def test_the_compiled_gelu_and_its_gradient_match_eager_in_float32():
+    """Compiled, the tanh GELU is x * sigmoid(2 u): the same values and gradients as torch's kernel, to rounding."""
+    x = torch.linspace(-8, 8, 4001).requires_grad_(True)
+    gelu = TanhGELU()
+    eager = gelu(x)
+    (eager_grad,) = torch.autograd.grad(eager.sum(), x)
+    compiled = torch.compile(gelu, dynamic=False)(x)
+    (compiled_grad,) = torch.autograd.grad(compiled.sum(), x)
+    torch.testing.assert_close(compiled, eager, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-5, atol=1e-5)
