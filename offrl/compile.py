@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["WARMUP_CALLS", "CUDAGraphed", "CosineDecay", "compiled", "make_optimizer", "warmup_calls"]
+__all__ = ["WARMUP_CALLS", "CUDAGraphed", "CosineDecay", "FusedAdamStep", "compiled", "make_optimizer", "warmup_calls"]
 
 
 def compiled(fn: Callable, enabled: bool, cudagraphs: bool, device: torch.device, name: str = "update") -> Callable:
@@ -161,8 +161,89 @@ def make_optimizer(
     device_options = {"capturable": True} if device.type == "cuda" else {"fused": True}
     optimizer = optimizer_type(groups, **device_options, **options)
     if device.type != "cuda":
-        optimizer.step = torch.compiler.disable(optimizer.step)
+        step = FusedAdamStep(optimizer) if isinstance(optimizer, torch.optim.Adam) else optimizer.step
+        optimizer.step = torch.compiler.disable(step)
     return optimizer
+
+
+class FusedAdamStep:
+    """`optimizer.step()` for a fused CPU `Adam` or `AdamW`: torch's own fused kernel (`torch._fused_adam_`, the one
+    `Adam.step` ends in), called on tensor lists gathered once instead of at every step.
+
+    `Adam.step` walks every parameter in Python (its gradient, its state, its step count), then groups the lists by
+    device and dtype, before the one kernel call: at small widths that costs more than the kernel (FQL at 2 x 64 on
+    one core: `python -m offrl.tools.bench --profile fql`). The first step, and any step after the lists stop holding
+    (a gradient set to None or replaced, parameters added, a loaded state dict, a closure), goes through `Adam.step`
+    and gathers the lists again; every other step computes what `Adam.step` computes, bit for bit
+    (tests/test_compile.py).
+    """
+
+    def __init__(self, optimizer: torch.optim.Adam) -> None:
+        self.optimizer = optimizer
+        self.torch_step = optimizer.step
+        self.lists: list[dict[str, Any]] | None = None
+        optimizer.register_load_state_dict_post_hook(self._forget)
+
+    def _forget(self, optimizer: torch.optim.Optimizer) -> None:
+        self.lists = None
+
+    def __call__(self, closure: Callable[[], Any] | None = None) -> Any:
+        if closure is not None or not self._lists_hold():
+            result = self.torch_step(closure)
+            self.lists = self._gather()
+            return result
+        with torch.no_grad():
+            for group, lists in zip(self.optimizer.param_groups, self.lists, strict=True):
+                if not lists["params"]:
+                    continue
+                beta1, beta2 = group["betas"]
+                kernel = torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
+                torch._foreach_add_(lists["steps"], 1)
+                kernel(
+                    lists["params"], lists["grads"], lists["exp_avgs"], lists["exp_avg_sqs"],
+                    lists["max_exp_avg_sqs"], lists["steps"], amsgrad=group["amsgrad"], lr=group["lr"],
+                    beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+                    maximize=group["maximize"], grad_scale=None, found_inf=None,
+                )  # fmt: skip
+        return None
+
+    def _gather(self) -> list[dict[str, Any]] | None:
+        """Each group's parameters that have a gradient and state, with their gradients, moments and step counts."""
+        lists = []
+        for group in self.optimizer.param_groups:
+            if not group.get("fused") or group.get("differentiable") or "decoupled_weight_decay" not in group:
+                return None
+            if any(isinstance(beta, torch.Tensor) for beta in group["betas"]):
+                return None
+            params = [p for p in group["params"] if p.grad is not None and p in self.optimizer.state]
+            states = [self.optimizer.state[p] for p in params]
+            lists.append(
+                {
+                    "all_params": list(group["params"]),
+                    "all_grads": [p.grad for p in group["params"]],
+                    "params": params,
+                    "grads": [p.grad for p in params],
+                    "exp_avgs": [state["exp_avg"] for state in states],
+                    "exp_avg_sqs": [state["exp_avg_sq"] for state in states],
+                    "max_exp_avg_sqs": [state["max_exp_avg_sq"] for state in states] if group["amsgrad"] else [],
+                    "steps": [state["step"] for state in states],
+                }
+            )
+        return lists
+
+    def _lists_hold(self) -> bool:
+        """Whether every group still has the same parameters, each with the same gradient tensor (or none) as when
+        the lists were gathered."""
+        if self.lists is None or len(self.lists) != len(self.optimizer.param_groups):
+            return False
+        for group, lists in zip(self.optimizer.param_groups, self.lists, strict=True):
+            params = group["params"]
+            if len(params) != len(lists["all_params"]):
+                return False
+            for param, known, grad in zip(params, lists["all_params"], lists["all_grads"], strict=True):
+                if param is not known or param.grad is not grad:
+                    return False
+        return True
 
 
 class CosineDecay(torch.nn.Module):

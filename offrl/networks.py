@@ -50,8 +50,8 @@ class TanhGELU(nn.GELU):
     """`nn.GELU(approximate="tanh")`, compiled as x * sigmoid(2 u) with u = sqrt(2 / pi) (x + 0.044715 x^3).
 
     The same function (0.5 (1 + tanh(u)) = sigmoid(2 u)), rounded differently: Inductor's CPU code evaluates tanh with
-    a 1-ULP SLEEF routine that took about twice as long as its exp-based sigmoid, and the activations were the largest
-    share of a compiled 2 x 64 update's own kernels (docs/speed.md). Eager calls keep torch's GELU
+    a 1-ULP SLEEF routine, slower than its exp-based sigmoid, and the activations were the largest share of a compiled
+    update's own kernels (docs/speed.md). Eager calls keep torch's GELU
     kernel; `approximate="none"` (exact GELU) is computed as `nn.GELU` does.
     """
 
@@ -138,8 +138,8 @@ class EnsembleLinear(nn.Module):
     its own rows. Output (E, B, out).
 
     A layer with one output (a critic's or value's head) is computed as an elementwise product and a sum over D:
-    on CPU, a batched matrix multiply with a single output column ran 4-6x slower than that (a (2, 256, 256) input:
-    143 against 24 microseconds, one core), and so did its backward.
+    on CPU, a batched matrix multiply with a single output column, and its backward, ran several times slower than
+    that (docs/speed.md).
     """
 
     def __init__(self, num_members: int, in_dim: int, out_dim: int, init_scale: float = 1.0) -> None:
@@ -150,7 +150,7 @@ class EnsembleLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, D) or (E, B, D) -> (E, B, out)."""
-        if self.weight.shape[-1] == 1:  # a critic's head: y = x . w + b, as a product and a sum (see below)
+        if self.weight.shape[-1] == 1:  # a critic's head: y = x . w + b, as a product and a sum
             return (x * self.weight.transpose(-1, -2)).sum(-1, keepdim=True) + self.bias
         if x.dim() == 2:
             return torch.baddbmm(self.bias, x.expand(self.weight.shape[0], *x.shape), self.weight)
